@@ -1,0 +1,1 @@
+"""anydepth: Depth Anything for ComfyUI, diffusers and plain Python."""

@@ -1,0 +1,241 @@
+"""DepthEstimator: load a model once, estimate depth for many images, batched on the device."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from .catalog import DEFAULT_MODEL
+from .kinds import METRIC_DEPTH, UNITS, DepthKind
+from .memory import MemoryPolicy, is_oom, make_policy, resolve_dtype
+from .models import DepthAnything
+from .preprocess import ImageInput, network_size, prepare_batch, resize_depth, to_tensor_list
+from .weights import load_model
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class DepthResult:
+    """Raw depth for a batch of images, at each input's own resolution.
+
+    Attributes:
+        depth: ``[B, H, W]`` float32 when all inputs share one size, else a list of ``[H_i, W_i]`` maps.
+            Values are what the network gives: relative disparity (larger = nearer) or metres.
+        kind: ``"disparity"`` or ``"metric_depth"`` (see :mod:`anydepth.kinds`).
+        processed_size: per image, the ``(height, width)`` the network saw.
+        model_name: catalogue name or file the model came from.
+        max_depth: the metric range of the model in metres, ``None`` for relative models.
+    """
+
+    depth: torch.Tensor | list[torch.Tensor]
+    kind: DepthKind
+    processed_size: list[tuple[int, int]]
+    model_name: str
+    max_depth: float | None = None
+
+    @property
+    def units(self) -> str:
+        return UNITS[self.kind]
+
+    def __len__(self) -> int:
+        return len(self.processed_size)
+
+    def maps(self) -> list[torch.Tensor]:
+        """Per-image ``[H_i, W_i]`` maps (views, no copy)."""
+        return list(self.depth.unbind(0)) if isinstance(self.depth, torch.Tensor) else list(self.depth)
+
+    def stacked(self) -> torch.Tensor:
+        """``[B, H, W]``; raises when the inputs had different sizes."""
+        if isinstance(self.depth, torch.Tensor):
+            return self.depth
+        sizes = sorted({tuple(d.shape) for d in self.depth})
+        raise ValueError(f"the inputs had different sizes {sizes}; use .maps() or resize the inputs to one size")
+
+
+@dataclass
+class _Item:
+    tensor: int
+    index: int
+    size: tuple[int, int]
+
+
+def estimate_activation_bytes(model: DepthAnything, batch: int, size: tuple[int, int], dtype: torch.dtype) -> int:
+    """Rough peak activation memory of one forward pass (fused attention, so linear in tokens).
+
+    Tokens × width × 12 covers the widest ViT intermediates (qkv, MLP hidden); the DPT head's last
+    stages hold about three full-resolution maps of ``features`` channels.
+    """
+    a = model.config.arch
+    h, w = size
+    tokens = (h // a.patch_size) * (w // a.patch_size) + 1
+    elem = torch.finfo(dtype).bits // 8
+    return batch * elem * (tokens * a.embed_dim * 12 + h * w * a.features * 3)
+
+
+class DepthEstimator:
+    """Depth Anything V1/V2 inference with batching, dtype choice, a memory policy and OOM fallback.
+
+    Args:
+        model: catalogue name (``anydepth info`` lists them), checkpoint path, or a built network
+            (which the estimator then owns: it is cast to ``dtype`` and moved by the memory policy).
+        device: compute device; defaults to CUDA, then MPS, then CPU.
+        dtype: ``"auto" | "fp32" | "fp16" | "bf16"`` or a torch dtype. ``auto`` picks the fastest
+            safe one for the device (see :func:`anydepth.memory.resolve_dtype`).
+        batch_size: images per forward pass; halved automatically on out-of-memory.
+        input_size: shorter side the network sees (multiple of 14; 518 as in the reference).
+        memory: ``"keep"`` (stay on device), ``"offload"`` (to CPU after each call) or a
+            :class:`~anydepth.memory.MemoryPolicy`.
+        models_dir, revision: where to look for / download weights, and a hub revision pin.
+        family, kind, max_depth: override what is detected from the checkpoint.
+        antialias: antialiased bicubic when shrinking (off to match the reference).
+        output_device: where results are returned (CPU by default).
+
+    Example:
+        >>> est = DepthEstimator("v2-small")  # doctest: +SKIP
+        >>> result = est.estimate(["a.jpg", "b.png"])  # doctest: +SKIP
+        >>> result.depth.shape, result.kind  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | DepthAnything = DEFAULT_MODEL,
+        *,
+        device: torch.device | str | None = None,
+        dtype: str | torch.dtype = "auto",
+        batch_size: int = 4,
+        input_size: int = 518,
+        memory: str | MemoryPolicy = "keep",
+        models_dir=None,
+        revision: str | None = None,
+        family: str | None = None,
+        kind: str | None = None,
+        max_depth: float | None = None,
+        antialias: bool = False,
+        output_device: torch.device | str = "cpu",
+    ) -> None:
+        self.policy = make_policy(memory, device)
+        self.dtype = resolve_dtype(dtype, self.policy.device)
+        if isinstance(model, DepthAnything):
+            self.model = model.to(dtype=self.dtype).eval()
+            self.model_name = model.config.name or type(model).__name__
+        else:
+            self.model = load_model(model, models_dir=models_dir, revision=revision, family=family, kind=kind,
+                                    max_depth=max_depth, device="cpu", dtype=self.dtype)
+            self.model_name = self.model.config.name or str(model)
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.input_size = input_size
+        network_size(518, 518, input_size)  # validates input_size early
+        self.antialias = antialias
+        self.output_device = torch.device(output_device)
+
+    @property
+    def kind(self) -> DepthKind:
+        return self.model.config.kind
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def memory_required(self, batch: int, size: tuple[int, int]) -> int:
+        """Bytes for weights plus activations of a ``batch`` at network ``size``."""
+        return self.weight_bytes + estimate_activation_bytes(self.model, batch, size, self.dtype)
+
+    @torch.inference_mode()
+    def estimate(
+        self,
+        images: ImageInput,
+        *,
+        input_size: int | None = None,
+        batch_size: int | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> DepthResult:
+        """Raw depth for ``images`` at each input's resolution.
+
+        ``images``: a PIL image, numpy array (HWC, uint8 or float 0..1), tensor (ComfyUI
+        ``[B,H,W,C]`` or ``[B,C,H,W]``), image path, or a list of those. Grayscale is repeated to RGB,
+        alpha is dropped. ``callback(done, total)`` is called after every batch.
+        """
+        input_size = input_size or self.input_size
+        batch_size = _positive_int(batch_size or self.batch_size, "batch_size")
+        tensors = to_tensor_list(images)
+        items = [_Item(t, i, tuple(x.shape[-2:])) for t, x in enumerate(tensors) for i in range(x.shape[0])]
+        groups: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
+        for n, item in enumerate(items):
+            groups.setdefault(item.size, []).append(n)
+        net_sizes = {s: network_size(*s, input_size) for s in groups}
+        uniform = len(groups) == 1
+        out: torch.Tensor | list = (
+            torch.empty((len(items), *items[0].size), dtype=torch.float32, device=self.output_device) if uniform else [None] * len(items)
+        )
+        largest = max(net_sizes.values(), key=lambda s: s[0] * s[1])
+        device = self.policy.acquire(self.model, self.memory_required(min(batch_size, len(items)), largest))
+        done = 0
+        try:
+            for size, members in groups.items():
+                net = net_sizes[size]
+                bs = self._fit_batch(batch_size, net)
+                start = 0
+                while start < len(members):
+                    self.policy.check_interrupt()
+                    chunk = members[start:start + bs]
+                    try:
+                        depth = self._forward(tensors, [items[n] for n in chunk], net, size, device)
+                    except Exception as e:
+                        if not is_oom(e):
+                            raise
+                        if bs == 1:
+                            raise torch.OutOfMemoryError(
+                                f"out of memory on {device} even with batch size 1 at {net[1]}×{net[0]} px; "
+                                "lower input_size, use dtype fp16/bf16, or free memory used by other models"
+                            ) from e
+                        del e
+                        self.policy.on_oom()
+                        bs = max(1, bs // 2)
+                        continue
+                    if uniform:
+                        out[chunk[0]:chunk[-1] + 1] = depth
+                    else:
+                        for n, d in zip(chunk, depth.unbind(0)):
+                            out[n] = d
+                    start += len(chunk)
+                    done += len(chunk)
+                    if callback is not None:
+                        callback(done, len(items))
+        finally:
+            self.policy.release(self.model)
+        cfg = self.model.config
+        return DepthResult(out, cfg.kind, [net_sizes[it.size] for it in items], self.model_name,
+                           cfg.max_depth if cfg.kind == METRIC_DEPTH else None)
+
+    __call__ = estimate
+
+    def _fit_batch(self, requested: int, net: tuple[int, int]) -> int:
+        free = self.policy.free_bytes()
+        if free is None:
+            return requested
+        per_image = estimate_activation_bytes(self.model, 1, net, self.dtype)
+        return max(1, min(requested, int(free * 0.9) // max(per_image, 1)))
+
+    def _forward(self, tensors: list[torch.Tensor], chunk: list[_Item], net: tuple[int, int], size: tuple[int, int],
+                 device: torch.device) -> torch.Tensor:
+        first = chunk[0]
+        contiguous = all(it.tensor == first.tensor and it.index == first.index + k for k, it in enumerate(chunk))
+        if contiguous:
+            batch = tensors[first.tensor][first.index:first.index + len(chunk)]
+        else:
+            batch = torch.stack([tensors[it.tensor][it.index] for it in chunk])
+        cfg = self.model.config
+        x = prepare_batch(batch.to(device, non_blocking=True), net, cfg.mean, cfg.std, antialias=self.antialias, dtype=self.dtype)
+        depth = self.model(x).float()  # [b, net_h, net_w]
+        return resize_depth(depth, size).to(self.output_device)
+
+
+def _positive_int(value: int, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value

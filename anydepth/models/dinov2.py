@@ -1,0 +1,202 @@
+"""DINOv2 vision transformer, the backbone of Depth Anything V1 and V2.
+
+Module and parameter names follow the original release (``pretrained.blocks.N.attn.qkv`` ...) so
+original checkpoints load without renaming; other layouts are converted in
+:mod:`anydepth.weights`.
+
+Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` (memory-efficient or
+flash kernels where the device has them). The explicit softmax path is kept as a reference for
+debugging and parity tests; set ``ANYDEPTH_FUSED_ATTN=0`` to use it everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Final, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def use_fused_attn() -> bool:
+    """Whether new attention layers use SDPA (default) rather than the explicit softmax path."""
+    return os.environ.get("ANYDEPTH_FUSED_ATTN", "1") != "0"
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection."""
+
+    fused_attn: Final[bool]
+
+    def __init__(self, dim: int, num_heads: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embedding width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.fused_attn = use_fused_attn()
+        self.qkv = nn.Linear(dim, dim * 3, device=device, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim] each
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, device=device, dtype=dtype)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """The gated MLP of ViT-g: ``w3(silu(x1) * x2)`` with ``x1, x2`` from one fused projection."""
+
+    def __init__(self, dim: int, hidden: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        # DINOv2 shrinks the hidden width by 2/3 and rounds up to a multiple of 8.
+        hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        self.w12 = nn.Linear(dim, 2 * hidden, device=device, dtype=dtype)
+        self.w3 = nn.Linear(hidden, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(x1) * x2)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with LayerScale on both residual branches."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, mlp: type[nn.Module], *, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.attn = Attention(dim, num_heads, **dd)
+        self.ls1 = LayerScale(dim, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.mlp = mlp(dim, mlp_hidden, **dd)
+        self.ls2 = LayerScale(dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, dim: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch_size, patch_size, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, h*w, C]
+
+
+class DinoVisionTransformer(nn.Module):
+    """DINOv2 ViT with a class token and a learned position embedding for a square grid.
+
+    Args:
+        embed_dim: token width.
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width over ``embed_dim``.
+        ffn: ``"mlp"`` (GELU MLP) or ``"swiglu"`` (ViT-g).
+        patch_size: pixels per patch side.
+        pos_grid: side of the square grid the position embedding was trained for (37 for 518 px).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        ffn: str = "mlp",
+        patch_size: int = 14,
+        pos_grid: int = 37,
+        *,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        mlp = {"mlp": Mlp, "swiglu": SwiGLU}[ffn]
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.pos_grid = pos_grid
+        self.patch_embed = PatchEmbed(patch_size, embed_dim, **dd)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_grid * pos_grid + 1, embed_dim, **dd))
+        # Unused at inference; kept so that released checkpoints load strictly.
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, **dd))
+        hidden = int(embed_dim * mlp_ratio)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, hidden, mlp, **dd) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+
+    def interpolate_pos_encoding(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """Position embedding for a ``grid_h × grid_w`` patch grid, shape ``[1, 1 + h*w, C]``.
+
+        Resized bicubically with a scale factor of ``(grid + 0.1) / pos_grid`` as the original DINOv2
+        does. The offset changes the sampling positions (not only the output size), so resizing to
+        an explicit size — as transformers does — differs from the released models away from 518 px.
+        """
+        pos = self.pos_embed
+        if grid_h == grid_w == self.pos_grid:
+            return pos
+        m = self.pos_grid
+        patch_pos = pos[:, 1:].float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(
+            patch_pos, scale_factor=((grid_h + 0.1) / m, (grid_w + 0.1) / m), mode="bicubic", align_corners=False
+        )
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1).to(pos.dtype)
+        return torch.cat([pos[:, :1], patch_pos], dim=1)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
+        """Normalised patch tokens after each block in ``indices``.
+
+        Shape:
+            - x: ``[B, 3, H, W]`` with ``H`` and ``W`` multiples of ``patch_size``.
+            - output: one ``[B, C, H / patch, W / patch]`` map per index.
+        """
+        b, _, h, w = x.shape
+        gh, gw = h // self.patch_size, w // self.patch_size
+        tokens = self.patch_embed(x)
+        tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
+        tokens = tokens + self.interpolate_pos_encoding(gh, gw)
+        wanted = set(indices)
+        taken: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks[: max(indices) + 1]):
+            tokens = block(tokens)
+            if i in wanted:
+                taken[i] = tokens
+        return [self.norm(taken[i])[:, 1:].transpose(1, 2).reshape(b, -1, gh, gw) for i in indices]
+
+
+def pos_grid_for(num_pos_tokens: int) -> int:
+    """Side of the square patch grid behind a position embedding with ``num_pos_tokens`` entries."""
+    side = math.isqrt(num_pos_tokens - 1)
+    if side * side != num_pos_tokens - 1:
+        raise ValueError(f"position embedding of {num_pos_tokens} tokens is not a square grid plus a class token")
+    return side

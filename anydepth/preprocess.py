@@ -1,0 +1,216 @@
+"""Bring any image input into batched float tensors and resize them the way the reference does.
+
+One canonicaliser (:func:`to_tensor_list`) accepts PIL images, numpy arrays, torch tensors in either
+ComfyUI ``[B, H, W, C]`` or ``[B, C, H, W]`` layout, image files, and lists of all of these. The
+network-side resize (:func:`network_size`, :func:`prepare_batch`) reproduces the reference
+``infer_image``: keep the aspect ratio, make the shorter side at least ``input_size``, round each
+side to a multiple of 14, bicubic, ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ImageInput = Union["PIL.Image.Image", np.ndarray, torch.Tensor, str, os.PathLike, Sequence[Any]]  # noqa: F821
+
+_CHANNELS = (1, 2, 3, 4)
+
+
+def _pil_to_tensor(img) -> torch.Tensor:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max())))
+        return torch.from_numpy(a)[None, None].expand(1, 3, -1, -1).contiguous()
+    if img.mode == "F":
+        return _float_array_to_tensor(np.asarray(img, dtype=np.float32)[..., None], "PIL image (mode F)")
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # palette, grayscale, RGBA (alpha dropped), CMYK ...
+    a = np.asarray(img)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def _float_array_to_tensor(a: np.ndarray, what: str) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return _hwc_to_bchw(t[None], what)
+
+
+def _check_float_range(t: torch.Tensor, what: str) -> None:
+    if t.numel() == 0:
+        return
+    lo, hi = float(t.min()), float(t.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{what} contains NaN or infinite values; pass finite colours in 0..1")
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise ValueError(f"{what} holds floats in {lo:.3g}..{hi:.3g}; float images must be in 0..1 "
+                         "(divide 0..255 data by 255, or pass it as uint8)")
+
+
+def _to_unit_float(t: torch.Tensor, what: str) -> torch.Tensor:
+    if t.dtype == torch.uint8:
+        return t.float() / 255.0
+    if t.dtype == torch.uint16:
+        return t.float() / 65535.0
+    if t.dtype == torch.bool:
+        return t.float()
+    if not t.is_floating_point():
+        raise TypeError(f"{what} has dtype {t.dtype}; expected uint8, uint16 or float in 0..1")
+    t = t.float()
+    _check_float_range(t, what)
+    return t
+
+
+def _fix_channels(t: torch.Tensor, what: str) -> torch.Tensor:
+    """[B, C, H, W] with C in 1..4 -> [B, 3, H, W]: grayscale repeated, alpha dropped."""
+    c = t.shape[1]
+    if c == 3:
+        return t
+    if c in (1, 2):  # gray, gray + alpha
+        return t[:, :1].expand(-1, 3, -1, -1)
+    if c == 4:
+        return t[:, :3]
+    raise ValueError(f"{what} has {c} channels; expected 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA)")
+
+
+def _hwc_to_bchw(t: torch.Tensor, what: str) -> torch.Tensor:
+    return _fix_channels(t.permute(0, 3, 1, 2), what)
+
+
+def _tensor_to_bchw(t: torch.Tensor, what: str) -> torch.Tensor:
+    """Interpret a tensor's layout: [H,W], [H,W,C], [C,H,W], [B,H,W,C] (ComfyUI) or [B,C,H,W]."""
+    shape = tuple(t.shape)
+    if t.ndim == 2:
+        t = t[None, None]
+    elif t.ndim == 3:
+        t = t[None]
+    elif t.ndim != 4:
+        raise ValueError(f"{what} has shape {shape}; expected [H,W], [H,W,C], [C,H,W], [B,H,W,C] or [B,C,H,W]")
+    if t.ndim == 4 and len(shape) == 2:
+        layout = "bchw"
+    else:
+        last_is_c, first_is_c = t.shape[-1] in _CHANNELS, t.shape[1] in _CHANNELS
+        # ComfyUI IMAGE batches are [B,H,W,C]; prefer that reading when both fit and C == 3.
+        layout = "bhwc" if last_is_c and (not first_is_c or t.shape[-1] == 3) else "bchw"
+        if not last_is_c and not first_is_c:
+            raise ValueError(f"{what} has shape {shape}; no axis looks like 1-4 colour channels "
+                             "(expected [B,H,W,C] as in ComfyUI IMAGE, or [B,C,H,W])")
+    if layout == "bhwc":
+        t = t.permute(0, 3, 1, 2)
+    if t.shape[0] == 0:
+        raise ValueError(f"{what} is an empty batch (shape {shape}); pass at least one image")
+    if t.shape[-1] == 0 or t.shape[-2] == 0:
+        raise ValueError(f"{what} has shape {shape}: an image needs at least 1×1 pixels")
+    return _fix_channels(_to_unit_float(t, what), what)
+
+
+def _one_to_tensors(item: Any, what: str) -> list[torch.Tensor]:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        Image = None
+    if isinstance(item, (str, os.PathLike)):
+        from .io import read_image
+
+        return [_pil_to_tensor(read_image(item))]
+    if Image is not None and isinstance(item, Image.Image):
+        if item.width == 0 or item.height == 0:
+            raise ValueError(f"{what} is an empty image ({item.width}×{item.height})")
+        return [_pil_to_tensor(item)]
+    if isinstance(item, np.ndarray):
+        if item.dtype == np.uint16:
+            item = item.astype(np.float32) / 65535.0
+        elif item.dtype.kind == "f" and item.dtype != np.float32:
+            item = item.astype(np.float32)
+        if item.dtype.kind not in "uf" and item.dtype != np.bool_:
+            raise TypeError(f"{what} is a numpy array of {item.dtype}; expected uint8, uint16 or float in 0..1")
+        t = torch.from_numpy(np.ascontiguousarray(item))
+        if t.ndim == 3 and t.shape[-1] not in _CHANNELS and t.shape[0] in _CHANNELS:
+            pass  # CHW numpy
+        elif t.ndim == 3:
+            t = t.permute(2, 0, 1)  # numpy images are HWC
+        return [_tensor_to_bchw(t, what)]
+    if isinstance(item, torch.Tensor):
+        return [_tensor_to_bchw(item.detach(), what)]
+    raise TypeError(f"{what} is a {type(item).__name__}; expected a PIL image, numpy array, torch tensor, "
+                    "image file path, or a list of those")
+
+
+def to_tensor_list(images: ImageInput) -> list[torch.Tensor]:
+    """Canonicalise any supported input into a list of ``[B_i, 3, H_i, W_i]`` float32 tensors in 0..1.
+
+    Tensors stay on their device and are not copied where a view will do; nothing the caller passed
+    is modified.
+
+    Raises:
+        ValueError: empty input, an empty image, an unsupported shape or out-of-range floats.
+        TypeError: an unsupported type or dtype.
+    """
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError("images is an empty list; pass at least one image")
+        out: list[torch.Tensor] = []
+        for i, item in enumerate(images):
+            if isinstance(item, (list, tuple)):
+                raise TypeError(f"images[{i}] is a nested {type(item).__name__}; pass a flat list of images")
+            out += _one_to_tensors(item, f"images[{i}]")
+        return out
+    return _one_to_tensors(images, "images")
+
+
+def _constrain(x: float, multiple: int, min_val: int) -> int:
+    # Python's round() rounds halves to even like numpy.round in the reference.
+    y = int(round(x / multiple) * multiple)
+    if y < min_val:
+        y = int(np.ceil(x / multiple) * multiple)
+    return y
+
+
+def network_size(height: int, width: int, input_size: int = 518, multiple: int = 14) -> tuple[int, int]:
+    """Size the network sees for a ``height × width`` image (the reference "lower_bound" rule).
+
+    The aspect ratio is kept, the shorter side becomes at least ``input_size``, and each side is
+    rounded to a multiple of ``multiple`` (up when rounding would drop below ``input_size``).
+
+    Example:
+        >>> network_size(480, 640)
+        (518, 686)
+    """
+    if input_size < multiple or input_size % multiple:
+        raise ValueError(f"input_size must be a positive multiple of {multiple}, got {input_size}")
+    scale = max(input_size / height, input_size / width)
+    return _constrain(scale * height, multiple, input_size), _constrain(scale * width, multiple, input_size)
+
+
+def prepare_batch(
+    images: torch.Tensor,
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    antialias: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Resize ``[B, 3, H, W]`` images in 0..1 to ``size`` (bicubic) and normalise with ``mean``/``std``.
+
+    ``antialias=False`` matches the reference's OpenCV INTER_CUBIC; antialiasing changes the result
+    by several percent when shrinking and is offered for users who prefer it.
+
+    Shape:
+        - images: ``[B, 3, H, W]``; output: ``[B, 3, size[0], size[1]]`` in ``dtype``.
+    """
+    x = images.float()
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=antialias)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - m) / s).to(dtype)
+
+
+def resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=True, as the reference) resize of ``[B, h, w]`` maps to ``[B, *size]``."""
+    if tuple(depth.shape[-2:]) == tuple(size):
+        return depth
+    return F.interpolate(depth[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]

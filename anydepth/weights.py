@@ -1,0 +1,474 @@
+"""Find, download and read Depth Anything checkpoints, whatever their published format.
+
+One canonical set of parameter names (the original release's) is understood by the network; every
+other layout is converted into it by one pure function per format. The format is spotted from a
+sentinel key, the architecture from tensor shapes, and what the model outputs from (in order) the
+caller, the transformers ``config.json``, the catalogue entry, the file name.
+
+Safety: safetensors are preferred; pickle-based files go only through
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+
+from .catalog import Variant, get_variant, variant_for_file, VARIANTS
+from .kinds import DISPARITY, METRIC_DEPTH, DepthKind, check_kind
+from .models import ARCHS, ArchConfig, DepthAnything, ModelConfig, create_model, layer_indices
+from .models.dinov2 import pos_grid_for
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be used; the message names the file and what was expected."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A model is neither a file nor present locally, and cannot be downloaded."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where models live
+
+
+def default_models_dir() -> Path:
+    """First entry of ``ANYDEPTH_MODELS`` (``os.pathsep``-separated), else ``~/.cache/anydepth/models``."""
+    env = os.environ.get("ANYDEPTH_MODELS")
+    if env:
+        return Path(env.split(os.pathsep)[0]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "anydepth" / "models"
+
+
+def model_dirs(models_dir: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> list[Path]:
+    """Folders searched for models, in order; the first one receives downloads."""
+    if models_dir is None:
+        env = os.environ.get("ANYDEPTH_MODELS")
+        dirs = [Path(p).expanduser() for p in env.split(os.pathsep) if p] if env else [default_models_dir()]
+    elif isinstance(models_dir, (str, os.PathLike)):
+        dirs = [Path(models_dir).expanduser()]
+    else:
+        dirs = [Path(p).expanduser() for p in models_dir]
+    if not dirs:
+        raise ValueError("models_dir is an empty list; give at least one folder")
+    return dirs
+
+
+def find_local(variant: Variant, dirs: Iterable[Path]) -> Path | None:
+    """Path of ``variant`` in one of ``dirs`` (a weights file, or a folder holding every file), or ``None``."""
+    if variant.local_name is None:
+        return None
+    for d in dirs:
+        p = d / variant.local_name
+        if variant.is_directory:
+            if p.is_dir() and all((p / f).is_file() for f in variant.files):
+                return p
+        elif p.is_file():
+            return p
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _not_local_message(variant: Variant, target: Path) -> str:
+    where = target / variant.local_name if variant.is_directory else target
+    urls = ", ".join(f"https://huggingface.co/{variant.repo_id}/resolve/main/{f}" for f in variant.files)
+    return f"{variant.name} is not present locally. Download {urls} and put it in {where}"
+
+
+def download(variant: Variant, target_dir: Path, revision: str | None = None) -> Path:
+    """Fetch ``variant`` from the hub into ``target_dir`` with huggingface_hub; return its local path.
+
+    ``revision`` pins a branch, tag or commit. huggingface_hub writes each file to a temporary name
+    and renames it, so an interrupted download never leaves a truncated checkpoint in place.
+    """
+    if variant.repo_id is None:
+        raise WeightsNotFoundError(f"{variant.name}: {variant.notes}. Load a file of this architecture by path instead.")
+    if _offline():
+        raise WeightsNotFoundError(_not_local_message(variant, target_dir) + " (HF_HUB_OFFLINE=1, so nothing is downloaded).")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    dest = target_dir / variant.local_name if variant.is_directory else target_dir
+    dest.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s (%s, license %s) into %s", variant.name, variant.repo_id, variant.license, dest)
+    try:
+        for f in variant.files:
+            hf_hub_download(variant.repo_id, f, revision=revision, local_dir=dest)
+    except (EntryNotFoundError, RepositoryNotFoundError) as e:
+        raise WeightsNotFoundError(f"{variant.name}: {variant.repo_id} has no {variant.files} at revision {revision or 'main'} ({e})") from e
+    except LocalEntryNotFoundError as e:
+        raise WeightsNotFoundError(_not_local_message(variant, target_dir) + f" (the hub could not be reached: {e})") from e
+    return dest if variant.is_directory else dest / variant.weights_file
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A checkpoint on disk, with the catalogue entry it belongs to when known."""
+
+    path: Path
+    variant: Variant | None
+
+
+def resolve_checkpoint(
+    model: str | os.PathLike,
+    *,
+    models_dir: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    revision: str | None = None,
+    download_missing: bool = True,
+) -> ResolvedCheckpoint:
+    """Turn a path or catalogue name into a file on disk.
+
+    Search order: ``model`` as a path; ``model`` as a catalogue name found in the model folders;
+    a download into the first model folder (skipped with ``HF_HUB_OFFLINE=1``).
+    """
+    p = Path(model).expanduser()
+    if p.exists():
+        return ResolvedCheckpoint(p, variant_for_file(p.name))
+    name = str(model)
+    if name not in VARIANTS:
+        if any(name.endswith(s) for s in WEIGHT_SUFFIXES) or os.sep in name:
+            raise WeightsNotFoundError(f"checkpoint file {name} does not exist")
+        get_variant(name)  # raises with close matches
+    variant = VARIANTS[name]
+    dirs = model_dirs(models_dir)
+    local = find_local(variant, dirs)
+    if local is not None:
+        return ResolvedCheckpoint(local, variant)
+    if not download_missing:
+        raise WeightsNotFoundError(_not_local_message(variant, dirs[0]))
+    return ResolvedCheckpoint(download(variant, dirs[0], revision), variant)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[StateDict, dict | None]:
+    """Tensors of a checkpoint file or transformers folder, plus its ``config.json`` if it has one.
+
+    Raises:
+        CheckpointError: unreadable, truncated, or a pickle holding anything but tensors.
+    """
+    path = Path(path)
+    config = None
+    if path.is_dir():
+        cfg = path / "config.json"
+        config = json.loads(cfg.read_text()) if cfg.is_file() else None
+        files = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
+        if not files:
+            raise CheckpointError(f"{path}: folder has no model.safetensors or pytorch_model.bin")
+        path = files[0]
+    elif path.name == "model.safetensors" and (path.parent / "config.json").is_file():
+        config = json.loads((path.parent / "config.json").read_text())
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        elif suffix in PICKLE_SUFFIXES:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise CheckpointError(f"{path}: unknown checkpoint type {suffix!r}; expected one of {', '.join(WEIGHT_SUFFIXES)}")
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors / pickle errors differ by version; all mean the same thing here
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "Unpickl" in type(e).__name__:
+            raise CheckpointError(
+                f"{path}: refused to load: the file contains pickled objects other than tensors "
+                "(it could run code). Use a .safetensors file or a plain state dict."
+            ) from e
+        raise CheckpointError(f"{path}: cannot read checkpoint, the file is truncated or corrupt ({type(e).__name__}: {text[:200]}). "
+                              "Delete it and download it again.") from e
+    return _unwrap(sd, path), config
+
+
+def _unwrap(obj: object, path: Path) -> StateDict:
+    """Dig the tensor dict out of training containers and strip wrapper prefixes."""
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: holds no state dict of tensors")
+    sd = dict(obj)
+    for prefix in ("module.", "model."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+# --------------------------------------------------------------------------------------------
+# Formats: sentinel key -> converter into the original layout
+
+
+def convert_hf(sd: StateDict) -> StateDict:
+    """transformers ``DepthAnythingForDepthEstimation`` keys -> original keys.
+
+    Accepts the published attention names (``attention.attention.query``, ``attention.output.dense``)
+    and the names transformers ≥ 5 uses in memory (``attention.q_proj`` ... ``attention.o_proj``);
+    separate q/k/v are concatenated into ``attn.qkv``.
+    """
+    out: StateDict = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    renames = [
+        (r"backbone\.embeddings\.cls_token", "pretrained.cls_token"),
+        (r"backbone\.embeddings\.mask_token", "pretrained.mask_token"),
+        (r"backbone\.embeddings\.position_embeddings", "pretrained.pos_embed"),
+        (r"backbone\.embeddings\.patch_embeddings\.projection\.", "pretrained.patch_embed.proj."),
+        (r"backbone\.layernorm\.", "pretrained.norm."),
+        (r"backbone\.encoder\.layer\.(\d+)\.(attention\.output\.dense|attention\.o_proj)\.", r"pretrained.blocks.\1.attn.proj."),
+        (r"backbone\.encoder\.layer\.(\d+)\.layer_scale(\d)\.lambda1", r"pretrained.blocks.\1.ls\2.gamma"),
+        (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"pretrained.blocks.\1.mlp.w12."),
+        (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_out\.", r"pretrained.blocks.\1.mlp.w3."),
+        (r"backbone\.encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"pretrained.blocks.\1.\2."),
+        (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"depth_head.projects.\1."),
+        (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"depth_head.resize_layers.\1."),
+        (r"head\.conv1\.", "depth_head.scratch.output_conv1."),
+        (r"head\.conv2\.", "depth_head.scratch.output_conv2.0."),
+        (r"head\.conv3\.", "depth_head.scratch.output_conv2.2."),
+    ]
+    qkv_re = re.compile(r"backbone\.encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
+    for k, v in sd.items():
+        m = qkv_re.match(k)
+        if m:
+            which = {"query": "q", "key": "k", "value": "v"}.get(m.group(2) or "", m.group(3))
+            qkv.setdefault((int(m.group(1)), m.group(4)), {})[which] = v
+            continue
+        m = re.match(r"neck\.convs\.(\d)\.(.*)", k)
+        if m:
+            out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
+            continue
+        m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.*)", k)
+        if m:
+            rest = (m.group(2).replace("projection.", "out_conv.").replace("residual_layer", "resConfUnit")
+                    .replace("convolution", "conv"))
+            out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
+            continue
+        for pattern, repl in renames:
+            new, n = re.subn("^" + pattern, repl, k)
+            if n:
+                out[new] = v
+                break
+        else:
+            out[k] = v  # left for the strict load to report
+    for (layer, param), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            for which, t in parts.items():  # incomplete: keep under a name the strict load will report
+                out[f"backbone.encoder.layer.{layer}.attention.{which}.{param}"] = t
+            continue
+        out[f"pretrained.blocks.{layer}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
+    return out
+
+
+def convert_original(sd: StateDict) -> StateDict:
+    """Original layout (``.pth`` releases, community safetensors): already canonical."""
+    return sd
+
+
+class UnsupportedFamilyError(CheckpointError):
+    pass
+
+
+def _da3(sd: StateDict) -> StateDict:
+    raise UnsupportedFamilyError("this is a Depth Anything 3 checkpoint; DA3 loading is not available in this version")
+
+
+#: Sentinel key -> (format name, converter). The first match wins.
+FORMATS: list[tuple[str, str, Callable[[StateDict], StateDict]]] = [
+    ("pretrained.patch_embed.proj.weight", "original", convert_original),
+    ("backbone.embeddings.patch_embeddings.projection.weight", "hf", convert_hf),
+    ("backbone.pretrained.patch_embed.proj.weight", "da3", _da3),
+    ("backbone.patch_embed.proj.weight", "da3", _da3),
+    ("da3.backbone.pretrained.patch_embed.proj.weight", "da3", _da3),
+]
+
+
+def detect_format(sd: StateDict) -> tuple[str, Callable[[StateDict], StateDict]]:
+    for sentinel, name, convert in FORMATS:
+        if sentinel in sd:
+            return name, convert
+    sample = ", ".join(sorted(sd)[:3])
+    raise CheckpointError(f"not a Depth Anything V1/V2 checkpoint (no known sentinel key; first keys: {sample})")
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture and output detection
+
+
+def detect_arch(sd: StateDict, num_heads: int | None = None) -> ArchConfig:
+    """Architecture from tensor shapes of an original-layout state dict."""
+    try:
+        embed_dim, _, patch, _ = sd["pretrained.patch_embed.proj.weight"].shape
+        depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("pretrained.blocks."))
+        swiglu = "pretrained.blocks.0.mlp.w12.weight" in sd
+        hidden = sd["pretrained.blocks.0.mlp.w12.weight" if swiglu else "pretrained.blocks.0.mlp.fc1.weight"].shape[0]
+        features = sd["depth_head.scratch.layer1_rn.weight"].shape[0]
+        out_channels = tuple(sd[f"depth_head.projects.{i}.weight"].shape[0] for i in range(4))
+        pos_grid = pos_grid_for(sd["pretrained.pos_embed"].shape[1])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot work out the architecture: {e}") from e
+    for arch in ARCHS.values():  # released sizes keep their exact configs (mlp ratio of ViT-g ...)
+        if (arch.embed_dim, arch.depth, arch.features, arch.out_channels) == (embed_dim, depth, features, out_channels):
+            return arch
+    # SwiGLU stores 2 × (2/3 × ratio × dim) rounded; undo it only approximately (exact for ratio 4).
+    mlp_ratio = 4.0 if swiglu else hidden / embed_dim
+    heads = num_heads or max(1, embed_dim // 64)
+    return ArchConfig(int(embed_dim), depth, heads, int(features), out_channels, mlp_ratio, "swiglu" if swiglu else "mlp", int(patch), pos_grid)
+
+
+_ENCODER_RE = re.compile(r"vit[sblg]")
+
+
+def guess_from_name(filename: str) -> dict:
+    """Family / kind / max_depth hints from a file or folder name (``{}`` when nothing is recognised)."""
+    n = filename.lower()
+    hints: dict = {}
+    if "hypersim" in n or "indoor" in n:
+        hints.update(kind=METRIC_DEPTH, max_depth=20.0)
+    elif "vkitti" in n or "outdoor" in n:
+        hints.update(kind=METRIC_DEPTH, max_depth=80.0)
+    if "v2" in n:
+        hints["family"] = "v2"
+    elif re.search(r"depth[_-]anything[_-](vit[sbl]14|small|base|large)", n):
+        hints["family"] = "v1"
+    return hints
+
+
+def _hints_from_hf_config(config: dict) -> dict:
+    hints: dict = {}
+    backbone = config.get("backbone_config") or {}
+    if backbone.get("out_indices"):
+        hints["layers"] = tuple(i - 1 for i in backbone["out_indices"])
+    if backbone.get("num_attention_heads"):
+        hints["num_heads"] = backbone["num_attention_heads"]
+    if config.get("depth_estimation_type") == "metric":
+        hints.update(kind=METRIC_DEPTH, max_depth=float(config.get("max_depth") or 1.0))
+    elif config.get("depth_estimation_type") == "relative":
+        hints["kind"] = DISPARITY
+    return hints
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """Everything read from one checkpoint: its tensors (original layout) and the network they fit."""
+
+    state_dict: StateDict
+    config: ModelConfig
+    path: Path
+    format: str
+    variant: Variant | None
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+    *,
+    variant: Variant | None = None,
+    family: str | None = None,
+    kind: str | None = None,
+    max_depth: float | None = None,
+) -> LoadedCheckpoint:
+    """Read any supported checkpoint and work out the :class:`ModelConfig` it needs.
+
+    Output kind and layer selection come from, in order of precedence: the arguments, the
+    transformers ``config.json``, the catalogue entry, the file name; a V2 relative model otherwise.
+    """
+    path = Path(path)
+    raw, hf_config = read_state_dict(path)
+    try:
+        fmt, convert = detect_format(raw)
+        sd = convert(raw)
+    except CheckpointError as e:
+        raise type(e)(f"{path}: {e}") from e
+    variant = variant or variant_for_file(path.name)
+    hints: dict = {}
+    hints.update(guess_from_name(path.name if path.is_file() else path.name + "/"))
+    if variant is not None:
+        hints.update(family=variant.family, kind=variant.kind, max_depth=variant.max_depth)
+    if hf_config:
+        hints.update(_hints_from_hf_config(hf_config))
+    overrides = {k: v for k, v in (("family", family), ("kind", kind), ("max_depth", max_depth)) if v is not None}
+    hints.update(overrides)
+    if "family" in overrides:
+        hints.pop("layers", None)
+    try:
+        arch = detect_arch(sd, hints.get("num_heads"))
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    out_kind = check_kind(hints.get("kind", DISPARITY))
+    if out_kind == METRIC_DEPTH and not hints.get("max_depth"):
+        raise CheckpointError(f"{path}: metric model needs max_depth (20 for indoor/Hypersim, 80 for outdoor/VKITTI); pass max_depth=")
+    layers = hints.get("layers") or layer_indices(hints.get("family", "v2"), arch.depth)
+    cfg = ModelConfig(arch, tuple(layers), out_kind, hints.get("max_depth") if out_kind == METRIC_DEPTH else None,
+                      name=variant.name if variant else path.name)
+    return LoadedCheckpoint(sd, cfg, path, fmt, variant)
+
+
+def _summarise(keys: Iterable[str], n: int = 4) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def build_model(ckpt: LoadedCheckpoint, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> DepthAnything:
+    """Instantiate the network on the meta device and load the tensors strictly into it."""
+    model = create_model(ckpt.config, device="meta")
+    expected = model.state_dict()
+    missing = expected.keys() - ckpt.state_dict.keys()
+    unexpected = ckpt.state_dict.keys() - expected.keys()
+    wrong_shape = [k for k in expected.keys() & ckpt.state_dict.keys() if expected[k].shape != ckpt.state_dict[k].shape]
+    if missing or unexpected or wrong_shape:
+        a = ckpt.config.arch
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_summarise(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_summarise(unexpected)})")
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} keys with other shapes ({_summarise(wrong_shape)})")
+        raise CheckpointError(
+            f"{ckpt.path}: does not fit a Depth Anything network with width {a.embed_dim}, {a.depth} blocks, "
+            f"{len(expected)} tensors expected: " + "; ".join(parts) + ". Is this a different model or a damaged file?"
+        )
+    sd = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in ckpt.state_dict.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model
+
+
+def load_model(
+    model: str | os.PathLike = "v2-small",
+    *,
+    models_dir: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    revision: str | None = None,
+    family: str | None = None,
+    kind: str | None = None,
+    max_depth: float | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> DepthAnything:
+    """Resolve (and if needed download) a model by catalogue name or path and build it.
+
+    Example:
+        >>> net = load_model("v2-small", device="cuda", dtype=torch.float16)  # doctest: +SKIP
+    """
+    resolved = resolve_checkpoint(model, models_dir=models_dir, revision=revision)
+    ckpt = read_checkpoint(resolved.path, variant=resolved.variant, family=family, kind=kind, max_depth=max_depth)
+    return build_model(ckpt, device=device, dtype=dtype)
