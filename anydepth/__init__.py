@@ -1,1 +1,24 @@
-"""anydepth: Depth Anything for ComfyUI, diffusers and plain Python."""
+"""anydepth: Depth Anything for ComfyUI, diffusers and plain Python.
+
+Example:
+    >>> from anydepth import DepthEstimator, normalize_depth  # doctest: +SKIP
+    >>> result = DepthEstimator("v2-small").estimate("photo.jpg")  # doctest: +SKIP
+    >>> control = normalize_depth(result.depth, result.kind, "v2_style")  # doctest: +SKIP
+"""
+
+from .catalog import DEFAULT_MODEL, VARIANTS, Variant, get_variant
+from .estimator import DepthEstimator, DepthResult
+from .kinds import DEPTH, DISPARITY, METRIC_DEPTH
+from .memory import KeepOnDevice, MemoryPolicy, OffloadAfterUse
+from .models import DepthAnything, ModelConfig, create_model
+from .normalize import COLORMAPS, NORMALIZE_MODES, apply_colormap, normalize_depth, to_image, to_pil, to_uint8, to_uint16
+from .weights import CheckpointError, WeightsNotFoundError, load_model, resolve_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLORMAPS", "DEFAULT_MODEL", "DEPTH", "DISPARITY", "METRIC_DEPTH", "NORMALIZE_MODES", "VARIANTS",
+    "CheckpointError", "DepthAnything", "DepthEstimator", "DepthResult", "KeepOnDevice", "MemoryPolicy",
+    "ModelConfig", "OffloadAfterUse", "Variant", "WeightsNotFoundError", "apply_colormap", "create_model",
+    "get_variant", "load_model", "normalize_depth", "resolve_checkpoint", "to_image", "to_pil", "to_uint8", "to_uint16",
+]

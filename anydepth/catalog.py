@@ -119,9 +119,6 @@ def get_variant(name: str) -> Variant:
 
 
 def variant_for_file(filename: str) -> Variant | None:
-    """The catalogue entry whose weights file is named ``filename`` (``None`` when unknown)."""
-    base = filename.rsplit("/", 1)[-1]
-    for v in VARIANTS.values():
-        if v.weights_file == base and not v.is_directory:
-            return v
-    return None
+    """The catalogue entry stored under ``filename`` in a models folder (a weights file or a repo folder)."""
+    base = filename.rstrip("/").rsplit("/", 1)[-1]
+    return next((v for v in VARIANTS.values() if v.local_name == base), None)

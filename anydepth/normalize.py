@@ -82,6 +82,9 @@ def _check_depth(depth: object, name: str = "depth") -> Tensor:
 
 
 def _check_x01(x01: object, name: str = "x01") -> Tensor:
+    """A grey ``(B,H,W)`` map, or an RGB ``(B,H,W,3)`` image such as :func:`apply_colormap` returns."""
+    if isinstance(x01, Tensor) and x01.ndim == 4 and x01.shape[-1] == 3 and x01.is_floating_point():
+        return x01
     return _check_depth(x01, name)
 
 
@@ -353,8 +356,8 @@ def to_uint8(x01: Tensor) -> np.ndarray:
         A numpy array of dtype uint8 (on the CPU).
 
     Shape:
-        - x01: :math:`(B, H, W)`
-        - output: :math:`(B, H, W)`
+        - x01: :math:`(B, H, W)` or an RGB :math:`(B, H, W, 3)`
+        - output: the same shape
 
     Example:
         >>> to_uint8(torch.tensor([[[0.0, 0.5, 1.0]]]))
