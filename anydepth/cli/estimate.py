@@ -1,24 +1,21 @@
-"""``anydepth`` command line: a thin layer over the public API, no logic of its own."""
+"""``anydepth estimate``: depth maps for images and folders."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from .catalog import DEFAULT_MODEL, VARIANTS
-from .normalize import COLORMAPS, NORMALIZE_MODES
+from ..catalog import DEFAULT_MODEL
+from ..normalize import COLORMAPS, NORMALIZE_MODES
 
 FORMATS = ("png16", "png8", "npy")
 SUFFIX = {"png16": ".png", "png8": ".png", "npy": ".npy"}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="anydepth", description="Depth Anything depth estimation.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("estimate", help="depth maps for images or folders of images")
+    e.set_defaults(run=run)
     e.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or glob patterns")
     e.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     e.add_argument("--model", default=DEFAULT_MODEL, help=f"catalogue name or checkpoint path (default {DEFAULT_MODEL})")
@@ -41,9 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--kind", default=None, choices=("disparity", "metric_depth"), help="override what the model outputs")
     e.add_argument("--max-depth", type=float, default=None, help="override the metric range in metres")
 
-    i = sub.add_parser("info", help="list every known model with its license and whether it is present locally")
-    i.add_argument("--models-dir", default=None, help="folder to check (default ANYDEPTH_MODELS or ~/.cache/anydepth/models)")
-    return p
 
 
 def _output_names(images: list[Path], fmt: str) -> list[str]:
@@ -52,13 +46,13 @@ def _output_names(images: list[Path], fmt: str) -> list[str]:
     return [(f"{p.stem}_depth" if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix[1:]}_depth") + SUFFIX[fmt] for p in images]
 
 
-def cmd_estimate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .estimator import DepthEstimator
-    from .io import list_images, read_image, save_npy, save_png8, save_png16
-    from .normalize import apply_colormap, normalize_depth, to_uint8, to_uint16
+    from ..estimator import DepthEstimator
+    from ..io import list_images, read_image, save_npy, save_png8, save_png16
+    from ..normalize import apply_colormap, normalize_depth, to_uint8, to_uint16
 
     if args.colormap and args.format != "png8":
         raise SystemExit("anydepth: --colormap gives an 8-bit RGB preview; add --format png8")
@@ -110,35 +104,3 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for src, err in failures:
         print(f"failed: {src}: {err}", file=sys.stderr)
     return 1 if failures else 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from .weights import find_local, model_dirs
-
-    dirs = model_dirs(args.models_dir)
-    rows = [("name", "family", "encoder", "output", "license", "local", "hub repo / file")]
-    for v in VARIANTS.values():
-        output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}"
-        local = "—" if v.repo_id is None else ("yes" if find_local(v, dirs) else "no")
-        where = v.notes if v.repo_id is None else f"{v.repo_id} / {', '.join(v.files)}"
-        rows.append((v.name, v.family, v.encoder, output, v.license, local, where))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
-    print(f"\nmodels folder: {', '.join(str(d) for d in dirs)}  (default model: {DEFAULT_MODEL})")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return {"estimate": cmd_estimate, "info": cmd_info}[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"anydepth: error: {message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,30 @@
+"""``anydepth info``: every known model, its license, and whether it is present locally."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..catalog import DEFAULT_MODEL, VARIANTS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser("info", help="list every known model with its license and whether it is present locally")
+    i.add_argument("--models-dir", default=None, help="folder to check (default ANYDEPTH_MODELS or ~/.cache/anydepth/models)")
+    i.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..weights import find_local, model_dirs
+
+    dirs = model_dirs(args.models_dir)
+    rows = [("name", "family", "encoder", "output", "license", "local", "hub repo / file")]
+    for v in VARIANTS.values():
+        output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}"
+        local = "—" if v.repo_id is None else ("yes" if find_local(v, dirs) else "no")
+        where = v.notes if v.repo_id is None else f"{v.repo_id} / {', '.join(v.files)}"
+        rows.append((v.name, v.family, v.encoder, output, v.license, local, where))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
+    print(f"\nmodels folder: {', '.join(str(d) for d in dirs)}  (default model: {DEFAULT_MODEL})")
+    return 0
