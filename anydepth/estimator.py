@@ -9,14 +9,18 @@ from typing import Callable, Iterable
 
 import torch
 
-from .catalog import DEFAULT_MODEL
+from .catalog import DEFAULT_MODEL, VARIANTS
 from .kinds import METRIC_DEPTH, UNITS, DepthKind
 from .memory import MemoryPolicy, is_oom, make_policy, resolve_dtype
 from .models import DepthAnything
 from .preprocess import ImageInput, network_size, prepare_batch, resize_depth, to_tensor_list
+from .tiling import check_tile_size, make_tile_grid, tile_network_size, tiled_depth
 from .weights import load_model
 
 ProgressCallback = Callable[[int, int], None]
+
+TTA_MODES: tuple[str, ...] = ("none", "flip")
+"""Test-time augmentation: ``"flip"`` averages the prediction with that of the horizontally flipped image."""
 
 
 @dataclass
@@ -94,6 +98,11 @@ class DepthEstimator:
         family, kind, max_depth: override what is detected from the checkpoint.
         antialias: antialiased bicubic when shrinking (off to match the reference).
         output_device: where results are returned (CPU by default).
+        tile_size: 0 (off) or the side in pixels of native-resolution tiles for images larger than that:
+            a global pass at ``input_size`` plus overlapping tiles aligned to it and blended
+            (:mod:`anydepth.tiling`); memory is then bounded by the tile size, not the image size.
+        tile_overlap: blend ramp between tiles in pixels (default ``tile_size // 4``).
+        tta: ``"none"`` or ``"flip"`` (average with the horizontally flipped prediction; twice the compute).
 
     Example:
         >>> est = DepthEstimator("v2-small")  # doctest: +SKIP
@@ -117,6 +126,9 @@ class DepthEstimator:
         max_depth: float | None = None,
         antialias: bool = False,
         output_device: torch.device | str = "cpu",
+        tile_size: int = 0,
+        tile_overlap: int | None = None,
+        tta: str | None = None,
     ) -> None:
         self.policy = make_policy(memory, device)
         self.dtype = resolve_dtype(dtype, self.policy.device)
@@ -124,14 +136,26 @@ class DepthEstimator:
             self.model = model.to(dtype=self.dtype).eval()
             self.model_name = model.config.name or type(model).__name__
         else:
-            self.model = load_model(model, models_dir=models_dir, revision=revision, family=family, kind=kind,
-                                    max_depth=max_depth, device="cpu", dtype=self.dtype)
+            net = model
+            da3_name = isinstance(model, str) and model in VARIANTS and VARIANTS[model].family == "da3"
+            if not isinstance(net, torch.nn.Module) and not da3_name:
+                net = load_model(model, models_dir=models_dir, revision=revision, family=family, kind=kind,
+                                 max_depth=max_depth, device="cpu", dtype=self.dtype)
+            if da3_name or not isinstance(net, DepthAnything):  # Depth Anything 3 has its own estimator
+                raise ValueError(f"{model if isinstance(model, (str, os.PathLike)) else type(model).__name__} is a "
+                                 "Depth Anything 3 network; use anydepth.AnyViewEstimator (Python) or `anydepth geometry` (CLI)")
+            self.model = net
             self.model_name = self.model.config.name or str(model)
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.input_size = input_size
         network_size(518, 518, input_size)  # validates input_size early
         self.antialias = antialias
         self.output_device = torch.device(output_device)
+        self.tile_size = check_tile_size(tile_size)
+        if tile_overlap is not None:
+            make_tile_grid(self.tile_size or 518, self.tile_size or 518, self.tile_size or 518, tile_overlap)  # validates
+        self.tile_overlap = tile_overlap
+        self.tta = _check_tta(tta)
 
     @property
     def kind(self) -> DepthKind:
@@ -153,13 +177,18 @@ class DepthEstimator:
         input_size: int | None = None,
         batch_size: int | None = None,
         callback: ProgressCallback | None = None,
+        tile_size: int | None = None,
+        tta: str | None = None,
     ) -> DepthResult:
         """Raw depth for ``images`` at each input's resolution.
 
         ``images``: a PIL image, numpy array (HWC, uint8 or float 0..1), tensor (ComfyUI
         ``[B,H,W,C]`` or ``[B,C,H,W]``), image path, or a list of those. Grayscale is repeated to RGB,
-        alpha is dropped. ``callback(done, total)`` is called after every batch.
+        alpha is dropped. ``callback(done, total)`` is called after every batch. ``tile_size`` and ``tta``
+        override the constructor's options for this call (``tile_size=0``: no tiling).
         """
+        tile_size = self.tile_size if tile_size is None else check_tile_size(tile_size)
+        tta = self.tta if tta is None else _check_tta(tta)
         input_size = input_size or self.input_size
         batch_size = _positive_int(batch_size or self.batch_size, "batch_size")
         tensors = to_tensor_list(images)
@@ -173,6 +202,8 @@ class DepthEstimator:
             torch.empty((len(items), *items[0].size), dtype=torch.float32, device=self.output_device) if uniform else [None] * len(items)
         )
         largest = max(net_sizes.values(), key=lambda s: s[0] * s[1])
+        if tile_size:  # tiles run at native resolution and may be larger than the global pass
+            largest = max(largest, tile_network_size(tile_size, tile_size), key=lambda s: s[0] * s[1])
         device = self.policy.acquire(self.model, self.memory_required(min(batch_size, len(items)), largest))
         done = 0
         try:
@@ -184,7 +215,8 @@ class DepthEstimator:
                     self.policy.check_interrupt()
                     chunk = members[start:start + bs]
                     try:
-                        depth = self._forward(tensors, [items[n] for n in chunk], net, size, device)
+                        depth = self._forward(tensors, [items[n] for n in chunk], net, size, device,
+                                              tile_size=tile_size, tta=tta, tile_batch=bs)
                     except Exception as e:
                         if not is_oom(e):
                             raise
@@ -222,17 +254,36 @@ class DepthEstimator:
         return max(1, min(requested, int(free * 0.9) // max(per_image, 1)))
 
     def _forward(self, tensors: list[torch.Tensor], chunk: list[_Item], net: tuple[int, int], size: tuple[int, int],
-                 device: torch.device) -> torch.Tensor:
+                 device: torch.device, *, tile_size: int = 0, tta: str = "none", tile_batch: int = 1) -> torch.Tensor:
         first = chunk[0]
         contiguous = all(it.tensor == first.tensor and it.index == first.index + k for k, it in enumerate(chunk))
         if contiguous:
             batch = tensors[first.tensor][first.index:first.index + len(chunk)]
         else:
             batch = torch.stack([tensors[it.tensor][it.index] for it in chunk])
+        x01 = batch.to(device, non_blocking=True)
+        if tile_size and max(size) > tile_size:
+            depth = tiled_depth(x01, lambda x, n, o: self._predict(x, n, o, tta), tile_size=tile_size, global_size=net,
+                                overlap=self.tile_overlap, batch_size=tile_batch, check_interrupt=self.policy.check_interrupt)
+            return depth.to(self.output_device)
+        return self._predict(x01, net, size, tta).to(self.output_device)
+
+    def _predict(self, x01: torch.Tensor, net: tuple[int, int], out_size: tuple[int, int], tta: str = "none") -> torch.Tensor:
+        """``[b, 3, h, w]`` in 0..1 -> network at ``net`` (with test-time augmentation) -> ``[b, *out_size]`` float32."""
         cfg = self.model.config
-        x = prepare_batch(batch.to(device, non_blocking=True), net, cfg.mean, cfg.std, antialias=self.antialias, dtype=self.dtype)
+        x = prepare_batch(x01, net, cfg.mean, cfg.std, antialias=self.antialias, dtype=self.dtype)
         depth = self.model(x).float()  # [b, net_h, net_w]
-        return resize_depth(depth, size).to(self.output_device)
+        if tta == "flip":
+            depth = (depth + self.model(x.flip(-1)).float().flip(-1)) * 0.5
+        return resize_depth(depth, out_size)
+
+
+def _check_tta(tta: str | None) -> str:
+    if tta is None:
+        return "none"
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown tta {tta!r}; expected one of {', '.join(TTA_MODES)} (or None)")
+    return tta
 
 
 def _positive_int(value: int, name: str) -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 from ..catalog import DEFAULT_MODEL
 from ..normalize import COLORMAPS, NORMALIZE_MODES
 
-FORMATS = ("png16", "png8", "npy")
-SUFFIX = {"png16": ".png", "png8": ".png", "npy": ".npy"}
+FORMATS = ("png16", "png8", "npy", "exr", "npz")
+SUFFIX = {"png16": ".png", "png8": ".png", "npy": ".npy", "exr": ".exr", "npz": ".npz"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="compute precision (default auto)")
     e.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
     e.add_argument("--format", default="png16", choices=FORMATS,
-                   help="png16/png8: normalised control image; npy: raw float32 depth as the model gives it")
+                   help="png16/png8: normalised control image; npy: raw float32 depth as the model gives it; "
+                        "exr/npz: raw float32 depth with its kind and units (exr needs pip install OpenEXR)")
     e.add_argument("--normalize", default="v2_style", choices=NORMALIZE_MODES, help="how raw depth becomes an image")
     e.add_argument("--near", type=float, default=None, help="metres shown white (metric modes)")
     e.add_argument("--far", type=float, default=None, help="metres shown black (metric modes)")
@@ -37,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--revision", default=None, help="hub branch, tag or commit to download")
     e.add_argument("--kind", default=None, choices=("disparity", "metric_depth"), help="override what the model outputs")
     e.add_argument("--max-depth", type=float, default=None, help="override the metric range in metres")
+    e.add_argument("--tile-size", type=int, default=0, metavar="PIXELS",
+                   help="0 = off; else native-resolution tiles of this size aligned to a global pass (large images)")
+    e.add_argument("--tile-overlap", type=int, default=None, metavar="PIXELS", help="tile blend overlap (default tile-size/4)")
+    e.add_argument("--tta", default="none", choices=("none", "flip"), help="flip: average with the mirrored image")
 
 
 
@@ -68,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     est = DepthEstimator(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                          input_size=args.input_size, models_dir=args.models_dir, revision=args.revision,
-                         kind=args.kind, max_depth=args.max_depth)
-    if args.normalize.startswith("metric") and args.format != "npy" and est.kind != "metric_depth":
+                         kind=args.kind, max_depth=args.max_depth, tile_size=args.tile_size,
+                         tile_overlap=args.tile_overlap, tta=args.tta)
+    if args.normalize.startswith("metric") and args.format not in ("npy", "exr", "npz") and est.kind != "metric_depth":
         raise ValueError(f"--normalize {args.normalize} needs a metric model; {est.model_name} gives {est.kind} "
                          "(use v2_style or minmax, or --kind metric_depth --max-depth M for a metric file)")
     failures: list[tuple[Path, str]] = []
@@ -89,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
             for depth, (_, dst) in zip(result.maps(), loaded):
                 if args.format == "npy":
                     save_npy(dst, depth.numpy().astype(np.float32))
+                elif args.format in ("exr", "npz"):
+                    from ..export import save_depth
+
+                    save_depth(dst, depth, kind=result.kind, metadata={"model": est.model_name})
                 else:
                     x = normalize_depth(depth[None], result.kind, args.normalize, near=args.near, far=args.far,
                                         invert=args.invert, gamma=args.gamma)
