@@ -1,0 +1,490 @@
+"""Build the example workflows (ComfyUI UI format), their ``.jpg`` thumbnails and the README diagram.
+
+``python tools/workflows.py`` rewrites ``workflows/*.json``, ``workflows/*.jpg`` and
+``docs/workflow_sd15_depth_controlnet.png``. The graphs are written here once, as code, so links and
+widget orders stay consistent; ``tests/test_comfy_workflows.py`` checks every file against a real
+ComfyUI (node types, inputs, link types, ComfyUI's own prompt validation) and runs the ones that need
+only depth nodes.
+
+The drawing is a plain diagram of the graph (nodes, sockets, links, widget values) made with Pillow,
+in the colours of ComfyUI's dark theme; the pack's nodes are highlighted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+DOCS = ROOT / "docs"
+
+# Sockets of every node type used: (inputs that are sockets, outputs, widget names in widgets_values order).
+# Widget inputs that a link feeds are listed in sockets as well (ComfyUI "converted widgets").
+SPECS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]] = {
+    "CheckpointLoaderSimple": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], ["ckpt_name"]),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], ["text"]),
+    "EmptyLatentImage": ([], [("LATENT", "LATENT")], ["width", "height", "batch_size"]),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+                 [("LATENT", "LATENT")], ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], []),
+    "SaveImage": ([("images", "IMAGE")], [], ["filename_prefix"]),
+    "PreviewImage": ([("images", "IMAGE")], [], []),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")], ["image", "upload"]),
+    "ControlNetLoader": ([], [("CONTROL_NET", "CONTROL_NET")], ["control_net_name"]),
+    "UNETLoader": ([], [("MODEL", "MODEL")], ["unet_name", "weight_dtype"]),
+    "DualCLIPLoader": ([], [("CLIP", "CLIP")], ["clip_name1", "clip_name2", "type", "device"]),
+    "VAELoader": ([], [("VAE", "VAE")], ["vae_name"]),
+    "FluxGuidance": ([("conditioning", "CONDITIONING")], [("CONDITIONING", "CONDITIONING")], ["guidance"]),
+    "InstructPixToPixConditioning": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"), ("pixels", "IMAGE")],
+                                     [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")], []),
+    "LoadVideo": ([], [("VIDEO", "VIDEO")], ["file", "upload"]),
+    "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], []),
+    "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], [("VIDEO", "VIDEO")], ["fps"]),
+    "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
+    "AnyDepthLoadModel": ([], [("depth_model", "DEPTH_MODEL")], ["model", "dtype", "memory"]),
+    "AnyDepthEstimate": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE")], [("depth", "DEPTH"), ("control_image", "IMAGE")],
+                         ["input_size", "batch_size", "tile_size", "tta"]),
+    "AnyDepthToImage": ([("depth", "DEPTH")], [("image", "IMAGE")],
+                        ["mode", "scope", "low_percentile", "high_percentile", "near", "far", "invert", "gamma"]),
+    "AnyDepthColormap": ([("image", "IMAGE")], [("image", "IMAGE")], ["colormap"]),
+    "AnyDepthAnything": ([("image", "IMAGE")], [("image", "IMAGE")], ["model", "input_size", "mode", "scope"]),
+    "AnyDepthApplyControlNet": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
+                                 ("latent", "LATENT"), ("image", "IMAGE"), ("depth", "DEPTH"), ("vae", "VAE")],
+                                [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                                ["strength", "start_percent", "end_percent", "fit"]),
+    "AnyDepthSave": ([("depth", "DEPTH")], [], ["filename_prefix", "format", "mode", "scope", "near", "far", "invert"]),
+    "Note": ([], [], ["text"]),  # frontend-only: not part of the prompt
+}
+WIDGET_SOCKETS = {("CreateVideo", "fps")}
+"""Socket inputs above that are widgets fed by a link (the UI marks them with ``"widget"``)."""
+
+TITLES = {
+    "AnyDepthLoadModel": "Load Depth Model", "AnyDepthEstimate": "Estimate Depth", "AnyDepthToImage": "Depth to Image",
+    "AnyDepthColormap": "Depth Colormap", "AnyDepthAnything": "Depth Anything (one step)",
+    "AnyDepthApplyControlNet": "Apply Depth ControlNet", "AnyDepthSave": "Save Depth",
+    "CheckpointLoaderSimple": "Load Checkpoint", "CLIPTextEncode": "CLIP Text Encode (Prompt)",
+    "EmptyLatentImage": "Empty Latent Image", "VAEDecode": "VAE Decode", "SaveImage": "Save Image",
+    "PreviewImage": "Preview Image", "LoadImage": "Load Image", "ControlNetLoader": "Load ControlNet Model",
+    "UNETLoader": "Load Diffusion Model", "DualCLIPLoader": "DualCLIPLoader", "VAELoader": "Load VAE",
+    "FluxGuidance": "FluxGuidance", "InstructPixToPixConditioning": "InstructPixToPixConditioning",
+    "LoadVideo": "Load Video", "GetVideoComponents": "Get Video Components", "CreateVideo": "Create Video",
+    "SaveVideo": "Save Video", "KSampler": "KSampler", "Note": "Note",
+}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    widgets: list
+    column: int
+    title: str | None = None
+    links_in: dict = field(default_factory=dict)  # input name -> link id
+    links_out: dict = field(default_factory=dict)  # output slot -> [link ids]
+    pos: tuple[float, float] = (0.0, 0.0)
+    size: tuple[float, float] = (0.0, 0.0)
+
+
+class Graph:
+    """A workflow under construction: add nodes in columns, connect outputs to inputs."""
+
+    def __init__(self, name: str, note: str) -> None:
+        self.name, self.note = name, note
+        self.nodes: list[Node] = []
+        self.links: list[list] = []
+
+    def add(self, type_: str, widgets: list | None = None, *, column: int, title: str | None = None) -> Node:
+        specs = SPECS[type_]
+        widgets = list(widgets or [])
+        if len(widgets) != len(specs[2]):
+            raise ValueError(f"{type_}: {len(specs[2])} widget values expected ({specs[2]}), got {widgets}")
+        node = Node(len(self.nodes) + 1, type_, widgets, column, title)
+        self.nodes.append(node)
+        return node
+
+    def connect(self, src: Node, output: str, dst: Node, input_: str) -> None:
+        outs = SPECS[src.type][1]
+        slot = next(i for i, (n, _) in enumerate(outs) if n == output)
+        ins = SPECS[dst.type][0]
+        in_slot = next(i for i, (n, _) in enumerate(ins) if n == input_)
+        if outs[slot][1] != ins[in_slot][1]:
+            raise ValueError(f"{src.type}.{output} ({outs[slot][1]}) cannot feed {dst.type}.{input_} ({ins[in_slot][1]})")
+        link_id = len(self.links) + 1
+        self.links.append([link_id, src.id, slot, dst.id, in_slot, outs[slot][1]])
+        dst.links_in[input_] = link_id
+        src.links_out.setdefault(slot, []).append(link_id)
+
+    # -- layout and serialisation ---------------------------------------------------------------
+
+    def layout(self) -> None:
+        x0, y0, col_w, gap = 40.0, 60.0, 340.0, 30.0
+        heights: dict[int, float] = {}
+        for node in self.nodes:
+            ins, outs, widgets = SPECS[node.type]
+            rows = max(len(ins), len(outs)) + len(widgets) - (1 if "upload" in widgets or "control_after_generate" in widgets else 0)
+            extra = 60.0 if node.type == "CLIPTextEncode" else 0.0
+            if node.type == "Note":
+                rows, extra = 0, 16.0 * len(_wrap(node.widgets[0], 44)) - 10.0
+            node.size = (300.0, 46.0 + 24.0 * rows + extra)
+            y = heights.get(node.column, y0)
+            node.pos = (x0 + node.column * col_w, y)
+            heights[node.column] = y + node.size[1] + gap + 20.0
+
+    def order(self) -> list[Node]:
+        done: set[int] = set()
+        out: list[Node] = []
+        by_link = {lk[0]: lk for lk in self.links}
+        while len(out) < len(self.nodes):
+            for node in self.nodes:
+                if node.id not in done and all(by_link[i][1] in done for i in node.links_in.values()):
+                    done.add(node.id)
+                    out.append(node)
+        return out
+
+    def to_json(self) -> dict:
+        if not any(n.type == "Note" for n in self.nodes):
+            self.add("Note", [self.note], column=0, title="About this workflow")
+        self.layout()
+        order = {n.id: i for i, n in enumerate(self.order())}
+        nodes = []
+        for node in self.nodes:
+            ins, outs, _ = SPECS[node.type]
+            inputs = []
+            for name, typ in ins:
+                entry = {"name": name, "type": typ, "link": node.links_in.get(name)}
+                if (node.type, name) in WIDGET_SOCKETS:
+                    entry["widget"] = {"name": name}
+                if name in node.links_in or (node.type, name) not in WIDGET_SOCKETS:
+                    inputs.append(entry)
+            outputs = [{"name": name, "type": typ, "links": node.links_out.get(i, []), "slot_index": i}
+                       for i, (name, typ) in enumerate(outs)]
+            item = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size), "flags": {},
+                    "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outputs,
+                    "properties": {"Node name for S&R": node.type}, "widgets_values": node.widgets}
+            if node.title:
+                item["title"] = node.title
+            if node.type == "Note":
+                item.update(properties={"text": ""}, color="#432", bgcolor="#653")
+            nodes.append(item)
+        return {
+            "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": nodes, "links": self.links,
+            "groups": [], "config": {},
+            "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
+            "version": 0.4,
+        }
+
+
+# --------------------------------------------------------------------------------------------- the graphs
+
+SD15_CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+SD15_DEPTH_CN = "control_v11f1p_sd15_depth.pth"
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SDXL_DEPTH_CN = "diffusers_xl_depth_full.safetensors"
+DEFAULT_DEPTH = "v2-small (Apache-2.0)"
+METRIC_DEPTH = "v2-metric-indoor-small (Apache-2.0)"
+KSAMPLER_SD = [42, "fixed", 25, 7.0, "dpmpp_2m", "karras", 1.0]
+
+
+def _text_pair(g: Graph, clip_src: Node, positive: str, negative: str, column: int) -> tuple[Node, Node]:
+    pos = g.add("CLIPTextEncode", [positive], column=column, title="Positive prompt")
+    neg = g.add("CLIPTextEncode", [negative], column=column, title="Negative prompt")
+    g.connect(clip_src, "CLIP", pos, "clip")
+    g.connect(clip_src, "CLIP", neg, "clip")
+    return pos, neg
+
+
+def sd15_depth_controlnet() -> Graph:
+    g = Graph("sd15_depth_controlnet", "SD1.5 + depth ControlNet: the photo's depth steers a new image. Needs "
+              f"{SD15_CKPT} (models/checkpoints) and {SD15_DEPTH_CN} (models/controlnet).")
+    image = g.add("LoadImage", ["example.png", "image"], column=0)
+    depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
+    ckpt = g.add("CheckpointLoaderSimple", [SD15_CKPT], column=0)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
+    pos, neg = _text_pair(g, ckpt, "a cozy reading nook with a green armchair, warm evening light, photograph",
+                          "blurry, low quality, distorted", column=1)
+    cnet = g.add("ControlNetLoader", [SD15_DEPTH_CN], column=1)
+    latent = g.add("EmptyLatentImage", [768, 512, 1], column=1)
+    apply = g.add("AnyDepthApplyControlNet", [1.0, 0.0, 1.0, "pad"], column=2)
+    preview = g.add("PreviewImage", [], column=2, title="Depth control image")
+    sampler = g.add("KSampler", KSAMPLER_SD, column=3)
+    decode = g.add("VAEDecode", [], column=3)
+    save = g.add("SaveImage", ["anydepth/sd15_depth"], column=3)
+    g.connect(depth_model, "depth_model", estimate, "depth_model")
+    g.connect(image, "IMAGE", estimate, "image")
+    g.connect(estimate, "control_image", preview, "images")
+    for a, b in ((pos, "positive"), (neg, "negative")):
+        g.connect(a, "CONDITIONING", apply, b)
+    g.connect(cnet, "CONTROL_NET", apply, "control_net")
+    g.connect(latent, "LATENT", apply, "latent")
+    g.connect(estimate, "control_image", apply, "image")
+    g.connect(ckpt, "MODEL", sampler, "model")
+    g.connect(apply, "positive", sampler, "positive")
+    g.connect(apply, "negative", sampler, "negative")
+    g.connect(latent, "LATENT", sampler, "latent_image")
+    g.connect(sampler, "LATENT", decode, "samples")
+    g.connect(ckpt, "VAE", decode, "vae")
+    g.connect(decode, "IMAGE", save, "images")
+    return g
+
+
+def sdxl_depth_controlnet() -> Graph:
+    g = Graph("sdxl_depth_controlnet", "SDXL + depth ControlNet with the one-step Depth Anything node. Needs "
+              f"{SDXL_CKPT} (models/checkpoints) and {SDXL_DEPTH_CN} (models/controlnet).")
+    image = g.add("LoadImage", ["example.png", "image"], column=0)
+    ckpt = g.add("CheckpointLoaderSimple", [SDXL_CKPT], column=0)
+    depth = g.add("AnyDepthAnything", [DEFAULT_DEPTH, 518, "v2_style", "image"], column=1)
+    pos, neg = _text_pair(g, ckpt, "a modern glass house in a pine forest at dawn, mist, architectural photograph",
+                          "blurry, low quality, cartoon", column=1)
+    cnet = g.add("ControlNetLoader", [SDXL_DEPTH_CN], column=1)
+    latent = g.add("EmptyLatentImage", [1216, 832, 1], column=1)
+    apply = g.add("AnyDepthApplyControlNet", [0.6, 0.0, 0.8, "pad"], column=2)
+    sampler = g.add("KSampler", [42, "fixed", 30, 6.0, "dpmpp_2m", "karras", 1.0], column=3)
+    decode = g.add("VAEDecode", [], column=3)
+    save = g.add("SaveImage", ["anydepth/sdxl_depth"], column=3)
+    g.connect(image, "IMAGE", depth, "image")
+    g.connect(pos, "CONDITIONING", apply, "positive")
+    g.connect(neg, "CONDITIONING", apply, "negative")
+    g.connect(cnet, "CONTROL_NET", apply, "control_net")
+    g.connect(latent, "LATENT", apply, "latent")
+    g.connect(depth, "image", apply, "image")
+    g.connect(ckpt, "MODEL", sampler, "model")
+    g.connect(apply, "positive", sampler, "positive")
+    g.connect(apply, "negative", sampler, "negative")
+    g.connect(latent, "LATENT", sampler, "latent_image")
+    g.connect(sampler, "LATENT", decode, "samples")
+    g.connect(ckpt, "VAE", decode, "vae")
+    g.connect(decode, "IMAGE", save, "images")
+    return g
+
+
+def flux_depth_dev() -> Graph:
+    g = Graph("flux_depth_dev", "FLUX.1 Depth [dev]: the depth image enters through InstructPixToPixConditioning. "
+              "Needs flux1-depth-dev.safetensors (models/diffusion_models), clip_l.safetensors and "
+              "t5xxl_fp16.safetensors (models/text_encoders), ae.safetensors (models/vae).")
+    image = g.add("LoadImage", ["example.png", "image"], column=0)
+    depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
+    unet = g.add("UNETLoader", ["flux1-depth-dev.safetensors", "default"], column=0)
+    clip = g.add("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], column=0)
+    vae = g.add("VAELoader", ["ae.safetensors"], column=0)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
+    pos, neg = _text_pair(g, clip, "a ceramic teapot on a wooden table, soft window light, product photograph", "", column=1)
+    guidance = g.add("FluxGuidance", [10.0], column=2)
+    ip2p = g.add("InstructPixToPixConditioning", [], column=2)
+    sampler = g.add("KSampler", [42, "fixed", 20, 1.0, "euler", "simple", 1.0], column=3)
+    decode = g.add("VAEDecode", [], column=3)
+    save = g.add("SaveImage", ["anydepth/flux_depth"], column=3)
+    g.connect(depth_model, "depth_model", estimate, "depth_model")
+    g.connect(image, "IMAGE", estimate, "image")
+    g.connect(pos, "CONDITIONING", guidance, "conditioning")
+    g.connect(guidance, "CONDITIONING", ip2p, "positive")
+    g.connect(neg, "CONDITIONING", ip2p, "negative")
+    g.connect(vae, "VAE", ip2p, "vae")
+    g.connect(estimate, "control_image", ip2p, "pixels")
+    g.connect(unet, "MODEL", sampler, "model")
+    g.connect(ip2p, "positive", sampler, "positive")
+    g.connect(ip2p, "negative", sampler, "negative")
+    g.connect(ip2p, "latent", sampler, "latent_image")
+    g.connect(sampler, "LATENT", decode, "samples")
+    g.connect(vae, "VAE", decode, "vae")
+    g.connect(decode, "IMAGE", save, "images")
+    return g
+
+
+def video_frames_to_depth_images() -> Graph:
+    g = Graph("video_frames_to_depth_images", "Every frame of a video to depth in batches: one normalisation for the "
+              "whole clip (no flicker), saved as 16-bit PNG frames and as a depth video. Needs only a video in input/.")
+    video = g.add("LoadVideo", ["example_video.mp4", "image"], column=0)
+    depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
+    parts = g.add("GetVideoComponents", [], column=1)
+    estimate = g.add("AnyDepthEstimate", [518, 8, 0, "none"], column=1)
+    to_image = g.add("AnyDepthToImage", ["v2_style", "batch", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
+    save_frames = g.add("AnyDepthSave", ["anydepth/video_depth/frame", "png16", "v2_style", "batch", 0.0, 0.0, False], column=2)
+    create = g.add("CreateVideo", [24.0], column=3)
+    save_video = g.add("SaveVideo", ["anydepth/video_depth/depth", "auto", "auto"], column=3)
+    g.connect(video, "VIDEO", parts, "video")
+    g.connect(depth_model, "depth_model", estimate, "depth_model")
+    g.connect(parts, "images", estimate, "image")
+    g.connect(estimate, "depth", to_image, "depth")
+    g.connect(estimate, "depth", save_frames, "depth")
+    g.connect(to_image, "image", create, "images")
+    g.connect(parts, "fps", create, "fps")
+    g.connect(create, "VIDEO", save_video, "video")
+    return g
+
+
+def metric_depth_to_png16() -> Graph:
+    g = Graph("metric_depth_to_png16", "Metric depth in metres, kept: raw float32 NPY plus a 16-bit PNG with a fixed "
+              "mapping (metric_linear, near 0.01 m = 65535, far 20 m = 0) and a colour preview. Needs only an image.")
+    image = g.add("LoadImage", ["example.png", "image"], column=0)
+    depth_model = g.add("AnyDepthLoadModel", [METRIC_DEPTH, "auto", "managed"], column=0)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
+    save = g.add("AnyDepthSave", ["anydepth/metric/depth", "png16+npy", "metric_linear", "image", 0.01, 20.0, False], column=2)
+    to_image = g.add("AnyDepthToImage", ["metric_disparity", "image", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
+    colormap = g.add("AnyDepthColormap", ["inferno"], column=3)
+    preview = g.add("PreviewImage", [], column=3, title="Metric depth preview")
+    g.connect(depth_model, "depth_model", estimate, "depth_model")
+    g.connect(image, "IMAGE", estimate, "image")
+    g.connect(estimate, "depth", save, "depth")
+    g.connect(estimate, "depth", to_image, "depth")
+    g.connect(to_image, "image", colormap, "image")
+    g.connect(colormap, "image", preview, "images")
+    return g
+
+
+def image_to_depth_map() -> Graph:
+    g = Graph("image_to_depth_map", "The shortest path: an image to a depth ControlNet image with the one-step node. "
+              "Needs only an image (the model downloads on first use).")
+    image = g.add("LoadImage", ["example.png", "image"], column=0)
+    depth = g.add("AnyDepthAnything", [DEFAULT_DEPTH, 518, "v2_style", "image"], column=1)
+    save = g.add("SaveImage", ["anydepth/depth_map"], column=2)
+    g.connect(image, "IMAGE", depth, "image")
+    g.connect(depth, "image", save, "images")
+    return g
+
+
+GRAPHS = (sd15_depth_controlnet, sdxl_depth_controlnet, flux_depth_dev, video_frames_to_depth_images,
+          metric_depth_to_png16, image_to_depth_map)
+
+
+# --------------------------------------------------------------------------------------------- drawing
+
+BG, GRID = (32, 32, 32), (40, 40, 40)
+NOTE_BG, NOTE_TITLE = (102, 85, 51), (68, 51, 34)
+NODE_BG, NODE_TITLE, ANYDEPTH_TITLE = (53, 53, 53), (34, 34, 34), (34, 74, 110)
+TEXT, DIM, WIDGET_BG = (225, 225, 225), (160, 160, 160), (34, 34, 34)
+TYPE_COLOURS = {
+    "MODEL": (179, 157, 219), "CLIP": (255, 214, 0), "VAE": (255, 100, 100), "CONDITIONING": (255, 160, 50),
+    "LATENT": (255, 156, 249), "IMAGE": (100, 181, 246), "MASK": (129, 199, 132), "CONTROL_NET": (0, 214, 163),
+    "DEPTH_MODEL": (77, 208, 225), "DEPTH": (38, 198, 218), "VIDEO": (230, 130, 200), "FLOAT": (170, 238, 136),
+    "AUDIO": (170, 170, 170),
+}
+
+
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in str(text).split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    return lines + [line]
+
+
+def _short(value) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 30 else text[:28] + "…"
+
+
+def render(workflow: dict, scale: float = 1.0) -> Image.Image:
+    """Draw a UI-format workflow: nodes with their sockets and widget values, links as curves."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes.values()) + 40
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes.values()) + 40
+    w, h = int(x1 * scale), int(y1 * scale)
+    img = Image.new("RGB", (w, h), BG)
+    d = ImageDraw.Draw(img)
+    s = scale
+    for gx in range(0, w, int(40 * s) or 1):
+        d.line([(gx, 0), (gx, h)], fill=GRID)
+    for gy in range(0, h, int(40 * s) or 1):
+        d.line([(0, gy), (w, gy)], fill=GRID)
+    title_font, body_font = _font(max(8, int(15 * s))), _font(max(7, int(12 * s)))
+
+    def socket_xy(node: dict, slot: int, output: bool) -> tuple[float, float]:
+        x = node["pos"][0] + (node["size"][0] if output else 0)
+        return x * s, (node["pos"][1] + 44 + 24 * slot) * s
+
+    for link_id, src, src_slot, dst, dst_slot, typ in workflow["links"]:
+        (ax, ay), (bx, by) = socket_xy(nodes[src], src_slot, True), socket_xy(nodes[dst], dst_slot, False)
+        k = max(40 * s, abs(bx - ax) / 2)
+        pts = []
+        for i in range(33):
+            t = i / 32
+            pts.append(((1 - t) ** 3 * ax + 3 * (1 - t) ** 2 * t * (ax + k) + 3 * (1 - t) * t * t * (bx - k) + t ** 3 * bx,
+                        (1 - t) ** 3 * ay + 3 * (1 - t) ** 2 * t * ay + 3 * (1 - t) * t * t * by + t ** 3 * by))
+        d.line(pts, fill=TYPE_COLOURS.get(typ, DIM), width=max(1, int(3 * s)))
+
+    for node in nodes.values():
+        x, y = node["pos"][0] * s, node["pos"][1] * s
+        nw, nh = node["size"][0] * s, node["size"][1] * s
+        ours = node["type"].startswith("AnyDepth")
+        note = node["type"] == "Note"
+        r = 8 * s
+        d.rounded_rectangle([x, y - 30 * s, x + nw, y + nh], radius=r, fill=NOTE_BG if note else NODE_BG,
+                            outline=(77, 208, 225) if ours else (70, 70, 70), width=max(1, int(2 * s)))
+        d.rounded_rectangle([x, y - 30 * s, x + nw, y], radius=r,
+                            fill=NOTE_TITLE if note else ANYDEPTH_TITLE if ours else NODE_TITLE)
+        if note:
+            d.text((x + 12 * s, y - 23 * s), node.get("title") or "Note", fill=TEXT, font=title_font)
+            for j, ln in enumerate(_wrap(node["widgets_values"][0], 44)):
+                d.text((x + 14 * s, y + (12 + 16 * j) * s), ln, fill=TEXT, font=body_font)
+            continue
+        d.text((x + 12 * s, y - 23 * s), node.get("title") or TITLES.get(node["type"], node["type"]), fill=TEXT, font=title_font)
+        for i, inp in enumerate(node["inputs"]):
+            sx, sy = socket_xy(node, i, False)
+            col = TYPE_COLOURS.get(inp["type"], DIM)
+            rr = 5 * s
+            d.ellipse([sx - rr, sy - rr, sx + rr, sy + rr], fill=col if inp["link"] is not None else NODE_BG, outline=col)
+            d.text((sx + 10 * s, sy - 8 * s), inp["name"], fill=DIM, font=body_font)
+        for i, out in enumerate(node["outputs"]):
+            sx, sy = socket_xy(node, i, True)
+            col = TYPE_COLOURS.get(out["type"], DIM)
+            rr = 5 * s
+            d.ellipse([sx - rr, sy - rr, sx + rr, sy + rr], fill=col if out["links"] else NODE_BG, outline=col)
+            d.text((sx - 10 * s, sy - 8 * s), out["name"], fill=DIM, font=body_font, anchor="ra")
+        names = [n for n in SPECS[node["type"]][2] if n not in ("upload", "control_after_generate")]
+        values = [v for n, v in zip(SPECS[node["type"]][2], node["widgets_values"]) if n not in ("upload", "control_after_generate")]
+        wy = node["pos"][1] + 44 + 24 * max(len(node["inputs"]), len(node["outputs"]))
+        for name, value in zip(names, values):
+            if (node["type"], name) in WIDGET_SOCKETS and any(i["name"] == name and i["link"] for i in node["inputs"]):
+                continue
+            top = (wy - 10) * s
+            tall = 70 if node["type"] == "CLIPTextEncode" else 20
+            d.rounded_rectangle([x + 10 * s, top, x + nw - 10 * s, top + tall * s], radius=6 * s, fill=WIDGET_BG)
+            if node["type"] == "CLIPTextEncode":
+                for j, ln in enumerate(_wrap(value, 40)[:4]):
+                    d.text((x + 18 * s, top + (4 + 15 * j) * s), ln, fill=TEXT, font=body_font)
+            else:
+                d.text((x + 18 * s, top + 3 * s), name, fill=DIM, font=body_font)
+                room = nw - 46 * s - d.textlength(name, font=body_font)
+                text = _short(value)
+                while len(text) > 2 and d.textlength(text, font=body_font) > room:
+                    text = text[:-2] + "…"
+                d.text((x + nw - 18 * s, top + 3 * s), text, fill=TEXT, font=body_font, anchor="ra")
+            wy += tall + 4
+    return img
+
+
+def thumbnail(workflow: dict, size: tuple[int, int] = (640, 400)) -> Image.Image:
+    """A ``size`` JPEG-ready thumbnail: the whole graph scaled to fit, centred on the background."""
+    full = render(workflow, scale=1.0)
+    ratio = min(size[0] / full.width, size[1] / full.height)
+    small = full.resize((max(1, int(full.width * ratio)), max(1, int(full.height * ratio))), Image.LANCZOS)
+    canvas = Image.new("RGB", size, BG)
+    canvas.paste(small, ((size[0] - small.width) // 2, (size[1] - small.height) // 2))
+    return canvas
+
+
+def main() -> None:
+    WORKFLOWS.mkdir(exist_ok=True)
+    DOCS.mkdir(exist_ok=True)
+    for make in GRAPHS:
+        graph = make()
+        data = graph.to_json()
+        (WORKFLOWS / f"{graph.name}.json").write_text(json.dumps(data, indent=2) + "\n")
+        thumbnail(data).save(WORKFLOWS / f"{graph.name}.jpg", quality=88, optimize=True)
+        if graph.name == "sd15_depth_controlnet":
+            render(data, scale=1.0).save(DOCS / "workflow_sd15_depth_controlnet.png", optimize=True)
+        print(f"wrote workflows/{graph.name}.json and .jpg")
+
+
+if __name__ == "__main__":
+    main()
