@@ -13,6 +13,11 @@ from .memory import KeepOnDevice, MemoryPolicy, OffloadAfterUse
 from .models import DepthAnything, ModelConfig, create_model
 from .normalize import COLORMAPS, NORMALIZE_MODES, apply_colormap, normalize_depth, to_image, to_pil, to_uint8, to_uint16
 from .weights import CheckpointError, WeightsNotFoundError, load_model, resolve_checkpoint
+from .align import align_scale_shift, align_to_points, evaluate_depth, fit_scale_shift, gradient_matching_loss, ssi_loss
+from .export import load_depth, save_depth
+from .video import estimate_video, flicker, normalize_clip, stabilize_depth
+from .anyview import AnyViewEstimator, GeometryResult
+from .models.da3 import DepthAnything3, NestedDepthAnything3
 
 __version__ = "0.1.0"
 
@@ -21,4 +26,9 @@ __all__ = [
     "CheckpointError", "DepthAnything", "DepthEstimator", "DepthResult", "KeepOnDevice", "MemoryPolicy",
     "ModelConfig", "OffloadAfterUse", "Variant", "WeightsNotFoundError", "apply_colormap", "create_model",
     "get_variant", "load_model", "normalize_depth", "resolve_checkpoint", "to_image", "to_pil", "to_uint8", "to_uint16",
+    # high resolution, video, alignment, export
+    "align_scale_shift", "align_to_points", "estimate_video", "evaluate_depth", "fit_scale_shift", "flicker",
+    "gradient_matching_loss", "load_depth", "normalize_clip", "save_depth", "ssi_loss", "stabilize_depth",
+    # Depth Anything 3 (any-view geometry; point clouds in anydepth.geometry)
+    "AnyViewEstimator", "DepthAnything3", "GeometryResult", "NestedDepthAnything3",
 ]

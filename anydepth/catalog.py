@@ -1,15 +1,16 @@
-"""Every published Depth Anything V1/V2 checkpoint, as data.
+"""Every published Depth Anything V1/V2/3 checkpoint, as data.
 
 A :class:`Variant` says where a checkpoint lives on the Hugging Face hub, which network it fits,
 what it outputs and under which license it may be used. Names are short and regular:
-``v<family>-[metric-<indoor|outdoor>-]<small|base|large|giant>[-hf|-fp16|-fp32]``.
+``v<family>-[metric-<indoor|outdoor>-]<small|base|large|giant>[-hf|-fp16|-fp32]``; Depth Anything 3
+variants keep the official ``model_name`` (``da3-small``, ``da3mono-large``, ``da3nested-giant-large-1.1`` ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .kinds import DISPARITY, METRIC_DEPTH, DepthKind
+from .kinds import DEPTH, DISPARITY, METRIC_DEPTH, DepthKind
 
 APACHE = "Apache-2.0"
 CC_BY_NC = "CC-BY-NC-4.0"
@@ -28,13 +29,14 @@ class Variant:
 
     Attributes:
         name: catalogue name, e.g. ``"v2-small"``.
-        family: ``"v1"`` or ``"v2"`` (decides which blocks feed the head).
+        family: ``"v1"``, ``"v2"`` (decides which blocks feed the head) or ``"da3"`` (Depth Anything 3).
         encoder: ``"vits" | "vitb" | "vitl" | "vitg"``.
         repo_id: Hugging Face repo, or ``None`` when the weights were never released.
         files: files to fetch; a ``config.json`` among them marks a transformers (``-hf``) repo.
-        layout: ``"original"`` (``pretrained.*`` / ``depth_head.*`` keys) or ``"hf"`` (transformers).
+        layout: ``"original"`` (``pretrained.*`` / ``depth_head.*`` keys), ``"hf"`` (transformers) or
+            ``"da3"`` (official DA3 ``model.*`` keys).
         license: SPDX-like id, from the model card.
-        kind: ``"disparity"`` (relative) or ``"metric_depth"`` (metres).
+        kind: ``"disparity"`` (relative), ``"metric_depth"`` (metres) or ``"depth"`` (DA3 relative depth).
         max_depth: metric range in metres, ``None`` for relative models.
         notes: anything a user should know before picking it.
     """
@@ -103,7 +105,30 @@ def _build() -> dict[str, Variant]:
     return {v.name: v for v in out}
 
 
-VARIANTS: dict[str, Variant] = _build()
+def _build_da3() -> dict[str, Variant]:
+    """Depth Anything 3 (``config.json`` + ``model.safetensors`` repos; names are the official ``model_name``)."""
+    files = ("config.json", "model.safetensors")
+    gs = "; the Gaussian-splatting head in the file is skipped (not supported)"
+    rows = [
+        ("da3-small", "vits", "DA3-SMALL", APACHE, DEPTH, "any-view depth + confidence + cameras"),
+        ("da3-base", "vitb", "DA3-BASE", APACHE, DEPTH, "any-view depth + confidence + cameras"),
+        ("da3-large", "vitl", "DA3-LARGE", CC_BY_NC, DEPTH, "any-view depth + confidence + cameras"),
+        ("da3-large-1.1", "vitl", "DA3-LARGE-1.1", CC_BY_NC, DEPTH, "any-view depth + confidence + cameras (preferred over 1.0)"),
+        ("da3-giant", "vitg", "DA3-GIANT", CC_BY_NC, DEPTH, "any-view depth + confidence + cameras" + gs),
+        ("da3-giant-1.1", "vitg", "DA3-GIANT-1.1", CC_BY_NC, DEPTH, "any-view depth + confidence + cameras (preferred over 1.0)" + gs),
+        ("da3mono-large", "vitl", "DA3MONO-LARGE", APACHE, DEPTH, "monocular relative depth + sky mask"),
+        ("da3metric-large", "vitl", "DA3METRIC-LARGE", APACHE, METRIC_DEPTH,
+         "monocular depth + sky mask; metres = output × focal / 300, so it needs intrinsics"),
+        ("da3nested-giant-large", "vitg", "DA3NESTED-GIANT-LARGE", CC_BY_NC, METRIC_DEPTH,
+         "any-view depth + cameras in metres (GIANT + METRIC-LARGE, ~6.8 GB)" + gs),
+        ("da3nested-giant-large-1.1", "vitg", "DA3NESTED-GIANT-LARGE-1.1", CC_BY_NC, METRIC_DEPTH,
+         "any-view depth + cameras in metres (GIANT + METRIC-LARGE, ~6.8 GB; preferred over 1.0)" + gs),
+    ]
+    return {name: Variant(name, "da3", enc, f"depth-anything/{repo}", files, "da3", lic, kind, None, notes)
+            for name, enc, repo, lic, kind, notes in rows}
+
+
+VARIANTS: dict[str, Variant] = {**_build(), **_build_da3()}
 
 
 def get_variant(name: str) -> Variant:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -24,6 +24,7 @@ import torch
 from .catalog import Variant, get_variant, variant_for_file, VARIANTS
 from .kinds import DISPARITY, METRIC_DEPTH, DepthKind, check_kind
 from .models import ARCHS, ArchConfig, DepthAnything, ModelConfig, create_model, layer_indices
+from .models.da3 import DA3Config, NestedDA3Config, da3_preset
 from .models.dinov2 import pos_grid_for
 
 log = logging.getLogger(__name__)
@@ -288,17 +289,45 @@ class UnsupportedFamilyError(CheckpointError):
     pass
 
 
-def _da3(sd: StateDict) -> StateDict:
-    raise UnsupportedFamilyError("this is a Depth Anything 3 checkpoint; DA3 loading is not available in this version")
+#: Prefixes of the Gaussian-splatting head of DA3 GIANT, which is not built (skipped at load).
+DA3_SKIPPED_PREFIXES = ("gs_head.", "gs_adapter.", "da3.gs_head.", "da3.gs_adapter.")
+
+_DA3_SHARED_NORM = re.compile(r"^(.*head\.scratch\.output_conv2_aux)\.(\d)\.2\.(weight|bias)$")
+
+
+def convert_da3(sd: StateDict) -> StateDict:
+    """Depth Anything 3 ``model.safetensors`` keys (``model.`` already stripped) -> this implementation's.
+
+    * ``backbone.pretrained.*`` -> ``backbone.*`` (also under ``da3.`` / ``da3_metric.`` of the nested model);
+    * the Gaussian-splatting head of GIANT (``gs_head.*``) is dropped: it is not built;
+    * the DualDPT aux heads share one LayerNorm that files store once (``...output_conv2_aux.0.2``):
+      its tensors are filled in for all four heads so that the strict load sees every key.
+    """
+    out: StateDict = {}
+    skipped = 0
+    for k, v in sd.items():
+        if k.startswith(DA3_SKIPPED_PREFIXES):
+            skipped += 1
+            continue
+        out[k.replace("backbone.pretrained.", "backbone.", 1)] = v
+    if skipped:
+        log.info("skipped %d tensors of the Gaussian-splatting head (not supported)", skipped)
+    for k, v in list(out.items()):
+        m = _DA3_SHARED_NORM.match(k)
+        if m:
+            for i in range(4):
+                out.setdefault(f"{m.group(1)}.{i}.2.{m.group(3)}", v)
+    return out
 
 
 #: Sentinel key -> (format name, converter). The first match wins.
 FORMATS: list[tuple[str, str, Callable[[StateDict], StateDict]]] = [
     ("pretrained.patch_embed.proj.weight", "original", convert_original),
     ("backbone.embeddings.patch_embeddings.projection.weight", "hf", convert_hf),
-    ("backbone.pretrained.patch_embed.proj.weight", "da3", _da3),
-    ("backbone.patch_embed.proj.weight", "da3", _da3),
-    ("da3.backbone.pretrained.patch_embed.proj.weight", "da3", _da3),
+    ("backbone.pretrained.patch_embed.proj.weight", "da3", convert_da3),
+    ("backbone.patch_embed.proj.weight", "da3", convert_da3),
+    ("da3.backbone.pretrained.patch_embed.proj.weight", "da3", convert_da3),
+    ("da3.backbone.patch_embed.proj.weight", "da3", convert_da3),
 ]
 
 
@@ -307,7 +336,7 @@ def detect_format(sd: StateDict) -> tuple[str, Callable[[StateDict], StateDict]]
         if sentinel in sd:
             return name, convert
     sample = ", ".join(sorted(sd)[:3])
-    raise CheckpointError(f"not a Depth Anything V1/V2 checkpoint (no known sentinel key; first keys: {sample})")
+    raise CheckpointError(f"not a Depth Anything V1/V2 checkpoint (nor Depth Anything 3; no known sentinel key; first keys: {sample})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +362,76 @@ def detect_arch(sd: StateDict, num_heads: int | None = None) -> ArchConfig:
     mlp_ratio = 4.0 if swiglu else hidden / embed_dim
     heads = num_heads or max(1, embed_dim // 64)
     return ArchConfig(int(embed_dim), depth, heads, int(features), out_channels, mlp_ratio, "swiglu" if swiglu else "mlp", int(patch), pos_grid)
+
+
+_DA3_ANYVIEW_LAYERS = {12: (5, 7, 9, 11), 24: (11, 15, 19, 23), 40: (19, 27, 33, 39)}
+
+
+def _da3_from_shapes(sd: StateDict, prefix: str, preset: DA3Config | None, metric: bool | None) -> DA3Config:
+    """A :class:`DA3Config` from tensor shapes; block taps and "metric" from ``preset`` when its shapes agree."""
+    try:
+        embed_dim, _, patch, _ = sd[f"{prefix}backbone.patch_embed.proj.weight"].shape
+        blocks = f"{prefix}backbone.blocks."
+        depth = 1 + max(int(k[len(blocks):].split(".")[0]) for k in sd if k.startswith(blocks))
+        swiglu = f"{blocks}0.mlp.w12.weight" in sd
+        hidden = sd[f"{blocks}0.mlp.w12.weight" if swiglu else f"{blocks}0.mlp.fc1.weight"].shape[0]
+        qk = [i for i in range(depth) if f"{blocks}{i}.attn.q_norm.weight" in sd]
+        head_dim = sd[f"{blocks}{qk[0]}.attn.q_norm.weight"].shape[0] if qk else 64
+        features = sd[f"{prefix}head.scratch.layer1_rn.weight"].shape[0]
+        out_channels = tuple(sd[f"{prefix}head.projects.{i}.weight"].shape[0] for i in range(4))
+        head_in = sd[f"{prefix}head.projects.0.weight"].shape[1]
+        pos_grid = pos_grid_for(sd[f"{prefix}backbone.pos_embed"].shape[1])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot work out the Depth Anything 3 architecture: missing or odd tensor {e}") from e
+    camera = f"{prefix}cam_dec.fc_t.weight" in sd
+    anyview = f"{prefix}backbone.camera_token" in sd
+    alt = qk[0] if anyview and qk else -1
+    if anyview and alt < 0:
+        raise CheckpointError("Depth Anything 3 file with a camera token but no QK-norm blocks: cannot tell where "
+                              "cross-view attention starts")
+    arch = ArchConfig(int(embed_dim), depth, int(embed_dim) // head_dim, int(features), out_channels,
+                      4.0 if swiglu else hidden / embed_dim, "swiglu" if swiglu else "mlp", int(patch), pos_grid)
+    if preset is not None and (preset.arch.embed_dim, preset.arch.depth, preset.anyview) == (arch.embed_dim, depth, anyview):
+        layers = preset.layers
+    elif anyview:
+        layers = _DA3_ANYVIEW_LAYERS.get(depth) or tuple(i for i in range(depth) if i >= alt and i % 2 == 1)[-4:]
+    else:
+        layers = layer_indices("v2", depth)
+    if len(layers) != 4:
+        raise CheckpointError(f"cannot tell which blocks of this {depth}-block Depth Anything 3 network feed the head")
+    if metric is None:
+        metric = bool(preset is not None and preset.metric)
+    return DA3Config(arch, tuple(layers), alt, alt, alt, cat_token=head_in == 2 * embed_dim,
+                     head="dualdpt" if f"{prefix}head.norm.weight" in sd else "dpt", camera=camera,
+                     metric=metric and not camera, name=preset.name if preset is not None else "")
+
+
+def detect_da3_config(sd: StateDict, names: Iterable[str | None] = (), metric: bool | None = None) -> DA3Config | NestedDA3Config:
+    """The Depth Anything 3 network a converted state dict fits.
+
+    ``names`` (``config.json`` ``model_name``, catalogue name, file name; first known one wins) pick the
+    official preset, whose block taps are used when its shapes agree with the tensors.
+    """
+    preset = None
+    for name in names:
+        if not name:
+            continue
+        try:
+            preset = da3_preset(name)
+            break
+        except KeyError:
+            continue
+    if metric is None:
+        metric = next((True for n in names if n and "metric" in n.lower() and "nested" not in n.lower()), None)
+    if any(k.startswith("da3_metric.") for k in sd):
+        nested = preset if isinstance(preset, NestedDA3Config) else None
+        anyview = _da3_from_shapes(sd, "da3.", nested.anyview_config if nested else None, False)
+        metric_cfg = _da3_from_shapes(sd, "da3_metric.", nested.metric_config if nested else None, True)
+        if not anyview.camera or metric_cfg.camera:
+            raise CheckpointError("nested Depth Anything 3 file: expected an any-view network under da3. "
+                                  "and a metric one under da3_metric.")
+        return NestedDA3Config(anyview, metric_cfg, name=nested.name if nested else "")
+    return _da3_from_shapes(sd, "", preset if isinstance(preset, DA3Config) else None, metric)
 
 
 _ENCODER_RE = re.compile(r"vit[sblg]")
@@ -372,7 +471,7 @@ class LoadedCheckpoint:
     """Everything read from one checkpoint: its tensors (original layout) and the network they fit."""
 
     state_dict: StateDict
-    config: ModelConfig
+    config: ModelConfig | DA3Config | NestedDA3Config
     path: Path
     format: str
     variant: Variant | None
@@ -399,6 +498,18 @@ def read_checkpoint(
     except CheckpointError as e:
         raise type(e)(f"{path}: {e}") from e
     variant = variant or variant_for_file(path.name)
+    if fmt == "da3":
+        if family not in (None, "da3") or max_depth is not None or kind not in (None, "depth", "metric_depth"):
+            raise ValueError(f"{path}: a Depth Anything 3 file takes no family/max_depth override and kind 'depth' "
+                             f"or 'metric_depth' only (got family={family!r}, kind={kind!r}, max_depth={max_depth!r})")
+        names = [(hf_config or {}).get("model_name"), variant.name if variant else None,
+                 path.parent.name if path.name == "model.safetensors" else path.name]
+        try:
+            cfg = detect_da3_config(sd, names, metric={"depth": False, "metric_depth": True}.get(kind))
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from e
+        cfg = replace(cfg, name=variant.name if variant else (names[0] or cfg.name or path.name))
+        return LoadedCheckpoint(sd, cfg, path, fmt, variant)
     hints: dict = {}
     hints.update(guess_from_name(path.name if path.is_file() else path.name + "/"))
     if variant is not None:

@@ -35,3 +35,11 @@ def tiny_files(tiny_hf, tmp_path_factory):
         "hf_old": write_hf_dir(tiny_hf, d / "Depth-Anything-V2-Small-hf"),
         "hf_new": write_hf_dir(tiny_hf, d / "hf-new-names", names="new"),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelines(tmp_path_factory):
+    """Tiny random diffusers pipelines and ControlNets saved with save_pretrained (see tiny_diffusers.py)."""
+    from tiny_diffusers import build_all
+
+    return build_all(tmp_path_factory.mktemp("pipelines"))

@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from . import estimate, info
+from . import batch, estimate, generate, geometry, info
 
 #: Each command module has ``add_parser(subparsers)`` that sets ``run`` as the handler.
-COMMANDS = (estimate, info)
+COMMANDS = (estimate, info, batch, generate, geometry)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,11 @@ def run(args: argparse.Namespace) -> int:
     dirs = model_dirs(args.models_dir)
     rows = [("name", "family", "encoder", "output", "license", "local", "hub repo / file")]
     for v in VARIANTS.values():
-        output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}"
+        if v.family == "da3":
+            output = ("metres + cameras" if "nested" in v.name else "metres (× focal) + sky" if v.kind == "metric_depth"
+                      else "depth + cameras" if v.name.startswith("da3-") else "depth + sky")
+        else:
+            output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}"
         local = "—" if v.repo_id is None else ("yes" if find_local(v, dirs) else "no")
         where = v.notes if v.repo_id is None else f"{v.repo_id} / {', '.join(v.files)}"
         rows.append((v.name, v.family, v.encoder, output, v.license, local, where))

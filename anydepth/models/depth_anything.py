@@ -103,5 +103,12 @@ class DepthAnything(nn.Module):
 
 
 def create_model(config: ModelConfig, *, device=None, dtype=None) -> DepthAnything:
-    """The only constructor. ``device="meta"`` builds without memory for ``load_state_dict(assign=True)``."""
+    """The only constructor. ``device="meta"`` builds without memory for ``load_state_dict(assign=True)``.
+
+    A :class:`~anydepth.models.da3.DA3Config` / ``NestedDA3Config`` builds a Depth Anything 3 network.
+    """
+    if not isinstance(config, ModelConfig):
+        from .da3 import create_da3_model
+
+        return create_da3_model(config, device=device, dtype=dtype)
     return DepthAnything(config, device=device, dtype=dtype).eval()

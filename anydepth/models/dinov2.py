@@ -30,7 +30,7 @@ class Attention(nn.Module):
 
     fused_attn: Final[bool]
 
-    def __init__(self, dim: int, num_heads: int, *, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool = False, device=None, dtype=None) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embedding width {dim} is not divisible by {num_heads} heads")
@@ -38,12 +38,19 @@ class Attention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.fused_attn = use_fused_attn()
         self.qkv = nn.Linear(dim, dim * 3, device=device, dtype=dtype)
+        # QK-norm (Depth Anything 3 from ``qknorm_start`` on): LayerNorm over each head's q and k.
+        self.q_norm = nn.LayerNorm(dim // num_heads, device=device, dtype=dtype) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim // num_heads, device=device, dtype=dtype) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Shape: ``[B, N, C]`` -> ``[B, N, C]``. ``rope``: ``(cos, sin)`` tables of :func:`rope_2d` (DA3)."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim] each
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rope_2d(q, *rope), rope_2d(k, *rope)
         if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -62,11 +69,11 @@ class LayerScale(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, *, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None, *, device=None, dtype=None) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, device=device, dtype=dtype)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim, device=device, dtype=dtype)
+        self.fc2 = nn.Linear(hidden, out_dim or dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -90,18 +97,19 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block with LayerScale on both residual branches."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, mlp: type[nn.Module], *, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, mlp: type[nn.Module], *, qk_norm: bool = False,
+                 norm_eps: float = 1e-6, device=None, dtype=None) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
-        self.attn = Attention(dim, num_heads, **dd)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm, **dd)
         self.ls1 = LayerScale(dim, **dd)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
         self.mlp = mlp(dim, mlp_hidden, **dd)
         self.ls2 = LayerScale(dim, **dd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), rope))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
@@ -125,6 +133,9 @@ class DinoVisionTransformer(nn.Module):
         ffn: ``"mlp"`` (GELU MLP) or ``"swiglu"`` (ViT-g).
         patch_size: pixels per patch side.
         pos_grid: side of the square grid the position embedding was trained for (37 for 518 px).
+        mask_token: keep the (inference-unused) mask token of the V1/V2 checkpoints; DA3 files have none.
+        norm_eps: epsilon of the final LayerNorm (1e-6 in V1/V2, 1e-5 in Depth Anything 3).
+        qk_norm_from: blocks from this index on normalise q and k per head (DA3); ``-1``: none.
     """
 
     def __init__(
@@ -137,6 +148,9 @@ class DinoVisionTransformer(nn.Module):
         patch_size: int = 14,
         pos_grid: int = 37,
         *,
+        mask_token: bool = True,
+        norm_eps: float = 1e-6,
+        qk_norm_from: int = -1,
         device=None,
         dtype=None,
     ) -> None:
@@ -149,11 +163,13 @@ class DinoVisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(patch_size, embed_dim, **dd)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
         self.pos_embed = nn.Parameter(torch.zeros(1, pos_grid * pos_grid + 1, embed_dim, **dd))
-        # Unused at inference; kept so that released checkpoints load strictly.
-        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, **dd))
+        if mask_token:  # unused at inference; kept so that released V1/V2 checkpoints load strictly
+            self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, **dd))
         hidden = int(embed_dim * mlp_ratio)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, hidden, mlp, **dd) for _ in range(depth))
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, hidden, mlp, qk_norm=0 <= qk_norm_from <= i, **dd) for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps, **dd)
 
     def interpolate_pos_encoding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Position embedding for a ``grid_h × grid_w`` patch grid, shape ``[1, 1 + h*w, C]``.
@@ -192,6 +208,20 @@ class DinoVisionTransformer(nn.Module):
             if i in wanted:
                 taken[i] = tokens
         return [self.norm(taken[i])[:, 1:].transpose(1, 2).reshape(b, -1, gh, gw) for i in indices]
+
+
+def rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` by 2D rotary position tables (Depth Anything 3 blocks from ``rope_start`` on).
+
+    The first half of each head's channels is rotated by the row (y) position, the second half by the
+    column (x) position; within each half the first and second quarter form the rotation pairs.
+
+    Shape:
+        - x: ``[B, heads, N, D]`` with ``D`` divisible by 4.
+        - cos, sin: ``[N, D]`` (or broadcastable), from :func:`anydepth.models.da3.rope_tables`.
+    """
+    a, b, c, d = x.chunk(4, dim=-1)
+    return x * cos + torch.cat([-b, a, -d, c], dim=-1) * sin
 
 
 def pos_grid_for(num_pos_tokens: int) -> int:

@@ -25,11 +25,12 @@ class ResidualConvUnit(nn.Module):
 class FeatureFusionBlock(nn.Module):
     """Adds a skip feature (after a residual unit), refines, upsamples ×2 (or to ``size``), projects."""
 
-    def __init__(self, features: int, *, device=None, dtype=None) -> None:
+    def __init__(self, features: int, *, has_residual: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.out_conv = nn.Conv2d(features, features, 1, **dd)
-        self.resConfUnit1 = ResidualConvUnit(features, **dd)
+        # The coarsest block never gets a skip; DA3 files store no weights for its unused unit.
+        self.resConfUnit1 = ResidualConvUnit(features, **dd) if has_residual else None
         self.resConfUnit2 = ResidualConvUnit(features, **dd)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size: Sequence[int] | None = None) -> torch.Tensor:

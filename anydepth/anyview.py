@@ -1,0 +1,634 @@
+"""Depth Anything 3 inference: depth, confidence and cameras for any number of views.
+
+:class:`AnyViewEstimator` runs the DA3 networks the way the official ``DepthAnything3.inference``
+does, on batched tensors:
+
+1. every view is resized like the official ``InputProcessor`` ("upper_bound_resize" to ``process_res``
+   = 504: the longer side becomes 504, then each side goes to the nearest multiple of 14; OpenCV's
+   INTER_CUBIC when enlarging, INTER_AREA when shrinking, reproduced in torch) and ImageNet-normalised;
+2. known cameras (optional) are normalised (first camera = world, median camera distance = 1) and
+   fed to the camera encoder;
+3. the network sees all views of the scene at once (any-view and nested models) or each view alone
+   (mono / metric models); with ≥ 3 views and no known poses it picks a reference view itself;
+4. outputs: mono / metric sky pixels get the 99th percentile depth of their view; DA3METRIC becomes
+   metres with the focal length (``depth × focal / 300``) when intrinsics are known; with known poses the
+   depth is rescaled to their units (Umeyama similarity between predicted and given cameras) and the
+   given cameras are returned;
+5. depth and confidence are resized back to each input's size, and intrinsics rescaled with them.
+
+Memory: the backbone holds every view's tokens at once (cross-view attention); the per-view parts
+(within-view blocks, MLPs, the DPT head) run ``chunk`` views at a time. See the README for figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .catalog import VARIANTS
+from .kinds import DEPTH, METRIC_DEPTH, UNITS, DepthKind
+from .memory import MemoryPolicy, is_oom, make_policy, resolve_dtype
+from .models.da3 import (
+    REF_VIEW_STRATEGIES,
+    DA3Output,
+    DepthAnything3,
+    NestedDepthAnything3,
+    fill_sky,
+    scale_metric_depth,
+)
+from .preprocess import ImageInput, resize_depth, to_tensor_list
+
+if TYPE_CHECKING:
+    from .estimator import DepthResult
+    from .geometry import PointCloud
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+PROCESS_RES_METHODS = ("upper_bound_resize", "lower_bound_resize")
+DEFAULT_DA3_MODEL = "da3-small"
+
+__all__ = [
+    "AnyViewEstimator",
+    "GeometryResult",
+    "area_resize",
+    "da3_processed_size",
+    "normalize_extrinsics",
+    "prepare_views",
+    "resize_views",
+    "umeyama_sim3",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing (the official InputProcessor, batched in torch)
+
+
+def _nearest_multiple(x: int, m: int) -> int:
+    down = x // m * m
+    up = down + m
+    return up if abs(up - x) <= abs(x - down) else down
+
+
+def da3_processed_size(height: int, width: int, process_res: int = 504, method: str = "upper_bound_resize",
+                       patch: int = 14) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The official two-step network size for an image: the boundary resize, then multiples of 14.
+
+    ``upper_bound_resize``: the longer side becomes ``process_res``; ``lower_bound_resize``: the shorter
+    one. Sides are ``round(side × scale)`` (Python rounding), then each goes to the nearest multiple of
+    ``patch`` (ties up; never below ``patch``).
+
+    Returns:
+        ``((h1, w1), (h2, w2))``: after the boundary resize, and the network size.
+
+    Example:
+        >>> da3_processed_size(480, 640)
+        ((378, 504), (378, 504))
+        >>> da3_processed_size(1080, 1920)[1]
+        (280, 504)
+    """
+    if method not in PROCESS_RES_METHODS:
+        raise ValueError(f"unknown process_res_method {method!r}; expected one of {', '.join(PROCESS_RES_METHODS)}")
+    if not isinstance(process_res, int) or process_res < patch:
+        raise ValueError(f"process_res must be an integer >= {patch}, got {process_res!r}")
+    side = max(height, width) if method == "upper_bound_resize" else min(height, width)
+    if side == process_res:
+        h1, w1 = height, width
+    else:
+        scale = process_res / float(side)
+        h1, w1 = max(1, round(height * scale)), max(1, round(width * scale))
+    return (h1, w1), (max(patch, _nearest_multiple(h1, patch)), max(patch, _nearest_multiple(w1, patch)))
+
+
+def _area_weights(src: int, dst: int, device, dtype) -> torch.Tensor:
+    """``[dst, src]`` matrix of OpenCV INTER_AREA: each output pixel averages the source pixels its
+    footprint ``[i·s, (i+1)·s)`` covers, weighted by overlap (``s = src / dst >= 1``)."""
+    s = src / dst
+    lo = torch.arange(dst, dtype=torch.float64)[:, None] * s
+    k = torch.arange(src, dtype=torch.float64)[None]
+    overlap = (torch.minimum(k + 1, lo + s) - torch.maximum(k, lo)).clamp_min(0)
+    overlap = torch.where(overlap > 1e-3, overlap, torch.zeros_like(overlap))  # OpenCV drops slivers under 1e-3
+    return (overlap / overlap.sum(1, keepdim=True)).to(device=device, dtype=dtype)
+
+
+def area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """OpenCV INTER_AREA shrinking of ``[B, C, H, W]`` to ``size`` (each side not larger than before).
+
+    Exact box-filter averaging (two small matrix products), unlike ``F.interpolate(mode="area")``,
+    which rounds the footprints to whole pixels.
+    """
+    h, w = size
+    if h > x.shape[-2] or w > x.shape[-1]:
+        raise ValueError(f"area_resize only shrinks; {tuple(x.shape[-2:])} -> {size}")
+    wh = _area_weights(x.shape[-2], h, x.device, x.dtype)
+    ww = _area_weights(x.shape[-1], w, x.device, x.dtype)
+    return wh @ x @ ww.T
+
+
+def _cv2_like_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """INTER_CUBIC (clipped to 0..1 like uint8) when any side grows, INTER_AREA otherwise."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if size[0] > x.shape[-2] or size[1] > x.shape[-1]:
+        return F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
+    return area_resize(x, size)
+
+
+def resize_views(images: torch.Tensor, size: tuple[int, int], *, process_res: int = 504,
+                 method: str = "upper_bound_resize") -> torch.Tensor:
+    """Resize ``[N, 3, H, W]`` views in 0..1 to the network ``size`` the official way.
+
+    When ``size`` is the official size for ``H × W`` the two official steps run (boundary resize, then
+    multiples of 14); otherwise (views of another size joining a scene) one direct resize.
+
+    Shape: ``[N, 3, H, W]`` -> ``[N, 3, size[0], size[1]]`` float32 in 0..1.
+    """
+    x = images.float()
+    first, second = da3_processed_size(x.shape[-2], x.shape[-1], process_res, method)
+    if second == tuple(size):
+        return _cv2_like_resize(_cv2_like_resize(x, first), second)
+    return _cv2_like_resize(x, tuple(size))
+
+
+def prepare_views(images: torch.Tensor, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], *,
+                  process_res: int = 504, method: str = "upper_bound_resize", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`resize_views`, then normalisation with ``mean`` / ``std``, in ``dtype``."""
+    return _normalize(resize_views(images, size, process_res=process_res, method=method), mean, std, dtype)
+
+
+def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - m) / s).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Cameras
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif isinstance(x, (np.ndarray, list, tuple)):
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    else:
+        raise TypeError(f"{name} must be a tensor, numpy array or nested list, got {type(x).__name__}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t.double()
+
+
+def _homogeneous(ext: torch.Tensor) -> torch.Tensor:
+    out = torch.eye(4, dtype=ext.dtype, device=ext.device).repeat(ext.shape[0], 1, 1)
+    out[:, :3] = ext[:, :3]
+    return out
+
+
+def normalize_extrinsics(extrinsics: torch.Tensor) -> torch.Tensor:
+    """Known world-to-camera poses in the frame the camera encoder was trained with (official rule).
+
+    The first camera becomes the world frame and translations are divided by the median distance of
+    the camera centres from it (at least 0.1).
+
+    Shape: ``[N, 3|4, 4]`` -> ``[N, 4, 4]``.
+    """
+    ext = _homogeneous(extrinsics)
+    norm = ext @ torch.linalg.inv(ext[:1])
+    dist = torch.linalg.inv(norm)[:, :3, 3].norm(dim=-1)
+    norm[:, :3, 3] = norm[:, :3, 3] / torch.median(dist).clamp_min(0.1)
+    return norm
+
+
+def umeyama_sim3(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Similarity ``(R, t, s)`` with ``dst ≈ s R src + t`` in the least-squares sense (Umeyama 1991).
+
+    Degenerate inputs stay usable: with collinear points the scale is still the ratio of spreads;
+    with a single point (or all points equal) the scale is 1.
+
+    Shape: ``[M, 3]`` each -> ``[3, 3]``, ``[3]``, float.
+    """
+    src, dst = src.double(), dst.double()
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = float((xs**2).sum(1).mean())
+    if src.shape[0] < 2 or var_s < 1e-12:
+        return torch.eye(3, dtype=torch.float64), mu_d - mu_s, 1.0
+    cov = xd.T @ xs / src.shape[0]
+    u, d, vt = torch.linalg.svd(cov)
+    sign = torch.ones(3, dtype=torch.float64)
+    if torch.det(u) * torch.det(vt) < 0:
+        sign[2] = -1
+    r = u @ torch.diag(sign) @ vt
+    s = float((d * sign).sum() / var_s)
+    return r, mu_d - s * r @ mu_s, s
+
+
+def _centres(ext: torch.Tensor) -> torch.Tensor:
+    r, t = ext[:, :3, :3], ext[:, :3, 3:]
+    return (-r.transpose(1, 2) @ t)[..., 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class GeometryResult:
+    """Depth, confidence and cameras for ``N`` views.
+
+    Per-view maps are at each input's own size: a ``[N, H, W]`` tensor when all inputs share one size,
+    else a list of ``[H_i, W_i]`` maps. ``processed_*`` fields are at the network's size.
+
+    Attributes:
+        depth: depth along the optical axis, larger = farther (``kind`` says relative or metres).
+        confidence: any-view confidence (≥ 1, larger = better), ``None`` for mono / metric models.
+        sky: sky score (mono / metric / nested; the official mask is ``sky >= 0.5``), else ``None``.
+        extrinsics: ``[N, 3, 4]`` world-to-camera (OpenCV axes), or ``None`` (mono / metric without poses).
+        intrinsics: ``[N, 3, 3]`` in pixels of each input image, or ``None``.
+        kind: ``"depth"`` (relative) or ``"metric_depth"`` (metres).
+        processed_size: ``(h, w)`` the network saw (the same for every view).
+        processed_depth, processed_confidence, processed_sky: ``[N, h, w]``.
+        processed_intrinsics: ``[N, 3, 3]`` in pixels of the processed size.
+        processed_images: ``[N, h, w, 3]`` colours in 0..1 as the network saw them (for point colours).
+        input_sizes: ``(H_i, W_i)`` per view.
+        reference_view: the view the network chose as reference (its camera is the world frame), if any.
+        scale_factor: nested models: any-view -> metres; with known poses: prediction units per pose unit.
+        model_name: catalogue name or file of the model.
+        notes: anything the caller should know (e.g. metric model without intrinsics).
+    """
+
+    depth: torch.Tensor | list[torch.Tensor]
+    confidence: torch.Tensor | list[torch.Tensor] | None
+    sky: torch.Tensor | list[torch.Tensor] | None
+    extrinsics: torch.Tensor | None
+    intrinsics: torch.Tensor | None
+    kind: DepthKind
+    processed_size: tuple[int, int]
+    processed_depth: torch.Tensor
+    processed_confidence: torch.Tensor | None
+    processed_sky: torch.Tensor | None
+    processed_intrinsics: torch.Tensor | None
+    processed_images: torch.Tensor
+    input_sizes: list[tuple[int, int]]
+    model_name: str = ""
+    reference_view: int | None = None
+    scale_factor: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def units(self) -> str:
+        return UNITS[self.kind]
+
+    def __len__(self) -> int:
+        return len(self.input_sizes)
+
+    def maps(self, name: str = "depth") -> list[torch.Tensor]:
+        """Per-view ``[H_i, W_i]`` maps of ``depth``, ``confidence`` or ``sky``."""
+        x = getattr(self, name)
+        if x is None:
+            return []
+        return list(x.unbind(0)) if isinstance(x, torch.Tensor) else list(x)
+
+    def depth_result(self) -> DepthResult:
+        """The depth as an :class:`anydepth.estimator.DepthResult` (for code written for V1/V2 results:
+        normalisation, export, ComfyUI's ``DEPTH`` socket); cameras and confidence are not carried."""
+        from .estimator import DepthResult
+
+        return DepthResult(self.depth, self.kind, [self.processed_size] * len(self), self.model_name)
+
+    @property
+    def has_cameras(self) -> bool:
+        return self.extrinsics is not None and self.intrinsics is not None
+
+    def point_cloud(self, **kwargs) -> PointCloud:
+        """Fused, confidence-filtered coloured points of all views (see :func:`anydepth.geometry.fuse_point_cloud`)."""
+        from .geometry import fuse_point_cloud
+
+        if not self.has_cameras:
+            raise ValueError("this result has no cameras: use an any-view DA3 model, or pass intrinsics and extrinsics")
+        return fuse_point_cloud(self.processed_depth, self.processed_intrinsics, self.extrinsics, self.processed_images,
+                                self.processed_confidence, sky=self.processed_sky, **kwargs)
+
+    def frusta(self, scale: float | None = None) -> torch.Tensor:
+        """Camera wire frames ``[N, 8, 2, 3]``; ``scale`` defaults to 3 % of the point cloud's extent."""
+        from .geometry import camera_frusta, scene_extent
+
+        if not self.has_cameras:
+            raise ValueError("this result has no cameras")
+        if scale is None:
+            scale = 0.03 * scene_extent(self.point_cloud(max_points=200_000).points)
+        return camera_frusta(self.processed_intrinsics, self.extrinsics, self.processed_size, scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimator
+
+
+def estimate_activation_bytes(config, views: int, size: tuple[int, int], dtype: torch.dtype, chunk: int | None) -> int:
+    """Rough peak activation memory of one DA3 forward pass.
+
+    Backbone: every view's tokens stay resident (cross-view attention): the four stored head inputs
+    (2× width each) plus about 12 working copies of the token width. Head: ``chunk`` views at a time,
+    the last full-resolution maps (``features / 2 + 32`` channels) plus the fusion pyramid. Calibrated
+    on measured peaks (``bench/bench_da3.py`` memory figures), which it slightly overestimates.
+    """
+    a = config.arch
+    h, w = size
+    tokens = (h // a.patch_size) * (w // a.patch_size) + 1
+    elem = torch.finfo(dtype).bits // 8
+    per_view_tokens = tokens * a.embed_dim * (4 * 2 + 12)
+    head_views = views if chunk is None else min(chunk, views)
+    return elem * (views * per_view_tokens + head_views * h * w * (a.features + 32))
+
+
+class AnyViewEstimator:
+    """Depth Anything 3 inference for any number of views: depth, confidence, cameras.
+
+    Args:
+        model: DA3 catalogue name (``anydepth info``), a DA3 folder / ``model.safetensors``, or a built
+            :class:`~anydepth.models.da3.DepthAnything3` / ``NestedDepthAnything3``.
+        device: compute device (default CUDA, then MPS, then CPU).
+        dtype: ``"auto" | "fp32" | "fp16" | "bf16"`` or a torch dtype (see :func:`anydepth.memory.resolve_dtype`).
+        process_res: the longer side the network sees (504 as the official default; multiple of 14 after rounding).
+        process_res_method: ``"upper_bound_resize"`` (official default) or ``"lower_bound_resize"``.
+        chunk: views per pass through the per-view parts of the network (memory bound, same numbers);
+            halved on out-of-memory.
+        batch_size: views per forward pass of mono / metric models (independent images).
+        memory: ``"keep"``, ``"offload"`` or a :class:`~anydepth.memory.MemoryPolicy`.
+        models_dir, revision: where to look for / download weights, and a hub revision pin.
+        output_device: where results are returned (CPU by default).
+
+    Example:
+        >>> est = AnyViewEstimator("da3-small")  # doctest: +SKIP
+        >>> res = est.estimate(["a.jpg", "b.jpg", "c.jpg"])  # doctest: +SKIP
+        >>> res.depth.shape, res.extrinsics.shape, res.intrinsics.shape  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | torch.nn.Module = DEFAULT_DA3_MODEL,
+        *,
+        device: torch.device | str | None = None,
+        dtype: str | torch.dtype = "auto",
+        process_res: int = 504,
+        process_res_method: str = "upper_bound_resize",
+        chunk: int | None = 8,
+        batch_size: int = 8,
+        memory: str | MemoryPolicy = "keep",
+        models_dir=None,
+        revision: str | None = None,
+        output_device: torch.device | str = "cpu",
+    ) -> None:
+        self.policy = make_policy(memory, device)
+        self.dtype = resolve_dtype(dtype, self.policy.device)
+        if isinstance(model, torch.nn.Module):
+            net = model
+        else:
+            name = str(model)
+            if name in VARIANTS and VARIANTS[name].family != "da3":
+                raise ValueError(f"{name} is a Depth Anything {VARIANTS[name].family.upper()} model; use DepthEstimator, "
+                                 "or pick a DA3 model (da3-small, da3-base, da3-large-1.1, da3mono-large, ...)")
+            from .weights import load_model
+
+            net = load_model(model, models_dir=models_dir, revision=revision, device="cpu", dtype=self.dtype)
+        if not isinstance(net, (DepthAnything3, NestedDepthAnything3)):
+            raise ValueError(f"{model if isinstance(model, (str, os.PathLike)) else type(model).__name__} is not a "
+                             "Depth Anything 3 network; use DepthEstimator for V1/V2 models")
+        self.model = net.to(dtype=self.dtype).eval()
+        self.model_name = net.config.name or (str(model) if isinstance(model, (str, os.PathLike)) else type(net).__name__)
+        da3_processed_size(504, 504, process_res, process_res_method)  # validates early
+        self.process_res = process_res
+        self.process_res_method = process_res_method
+        self.chunk = _check_chunk(chunk)
+        self.batch_size = _check_chunk(batch_size, "batch_size")
+        self.output_device = torch.device(output_device)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def anyview(self) -> bool:
+        """The views of one call form one scene (cross-view attention and cameras)."""
+        return bool(self.config.anyview)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def memory_required(self, views: int, size: tuple[int, int]) -> int:
+        """Bytes for weights plus activations of ``views`` views at network ``size``."""
+        cfg = self.config.anyview_config if isinstance(self.model, NestedDepthAnything3) else self.config
+        n = views if self.anyview else min(views, self.batch_size)
+        return self.weight_bytes + estimate_activation_bytes(cfg, n, size, self.dtype, self.chunk)
+
+    @torch.inference_mode()
+    def estimate(
+        self,
+        images: ImageInput,
+        *,
+        extrinsics=None,
+        intrinsics=None,
+        ref_view_strategy: str = "saddle_balanced",
+        process_res: int | None = None,
+        align_to_input_scale: bool = True,
+        callback: ProgressCallback | None = None,
+    ) -> GeometryResult:
+        """Depth, confidence and cameras for ``images`` (one scene of N views).
+
+        Args:
+            images: the views: a list of files / PIL images / arrays, a ComfyUI IMAGE batch
+                ``[N, H, W, 3]``, video frames ``[N, 3, H, W]``, or a list of those.
+            extrinsics: known world-to-camera poses ``[N, 3|4, 4]`` (any scale), or ``None``.
+            intrinsics: known intrinsics ``[N, 3, 3]`` in pixels of each input image, or ``None``.
+            ref_view_strategy: ``saddle_balanced`` (official default), ``saddle_sim_range``, ``first``
+                or ``middle``: which view's camera becomes the world frame (≥ 3 views, no known poses).
+            process_res: override the estimator's ``process_res`` for this call.
+            align_to_input_scale: with known poses, return them and rescale the depth to their units
+                (official default); ``False`` keeps the prediction's frame and maps the given cameras into it.
+            callback: ``callback(done, total)`` after each forward pass.
+        """
+        if ref_view_strategy not in REF_VIEW_STRATEGIES:
+            raise ValueError(f"unknown ref_view_strategy {ref_view_strategy!r}; expected one of {', '.join(REF_VIEW_STRATEGIES)}")
+        process_res = process_res or self.process_res
+        tensors = to_tensor_list(images)
+        sizes = [tuple(t.shape[-2:]) for t in tensors for _ in range(t.shape[0])]
+        n = len(sizes)
+        size = da3_processed_size(*sizes[0], process_res, self.process_res_method)[1]
+        if any(da3_processed_size(*s, process_res, self.process_res_method)[1] != size for s in sizes):
+            log.warning("views of different shapes: all are resized to %s×%s (the first view's network size)", size[1], size[0])
+        ext_in = _check_cameras(extrinsics, n, "extrinsics", ((3, 4), (4, 4)))
+        k_in = _check_cameras(intrinsics, n, "intrinsics", ((3, 3),))
+        k_proc = None
+        if k_in is not None:
+            scale = torch.tensor([[size[1] / w, size[0] / h, 1.0] for h, w in sizes], dtype=torch.float64)
+            k_proc = k_in * scale[:, :, None]  # rows: fx, cx by the width ratio; fy, cy by the height ratio
+
+        device = self.policy.acquire(self.model, self.memory_required(n, size))
+        try:
+            self.policy.check_interrupt()
+            cfg = self.config
+            seen = torch.cat([resize_views(part.to(device), size, process_res=process_res, method=self.process_res_method)
+                              for t in tensors for part in t.split(8)])  # a few views at a time at input size
+            x = _normalize(seen, cfg.mean, cfg.std, self.dtype)
+            seen = seen.to(self.output_device)
+            if self.anyview:
+                out = self._run_scene(x, ext_in, k_proc, ref_view_strategy, device, size)
+                if callback is not None:
+                    callback(n, n)
+            else:
+                out = self._run_independent(x, device, size, callback)
+        finally:
+            self.policy.release(self.model)
+        return self._finish(out, seen, sizes, size, ext_in, k_in, k_proc, align_to_input_scale)
+
+    __call__ = estimate
+
+    # -- the network --------------------------------------------------------------------------
+
+    def _run_scene(self, x, ext_in, k_proc, strategy, device, size) -> DA3Output:
+        ext_t = k_t = None
+        if ext_in is not None:
+            if k_proc is None:
+                raise ValueError("known extrinsics need intrinsics too (the camera encoder needs the field of view); pass intrinsics=")
+            ext_t = normalize_extrinsics(ext_in).float().to(device)[None]
+            k_t = k_proc.float().to(device)[None]
+        chunk = self.chunk
+        while True:
+            try:
+                return self.model(x[None], ext_t, k_t, ref_view_strategy=strategy, chunk=chunk)
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                if chunk == 1:
+                    raise torch.OutOfMemoryError(
+                        f"out of memory on {device} with {x.shape[0]} views at {size[1]}×{size[0]} even one view at a time; "
+                        "use fewer views, a lower process_res, dtype fp16/bf16, or free memory used by other models"
+                    ) from e
+                del e
+                self.policy.on_oom()
+                chunk = max(1, (chunk or x.shape[0]) // 2)
+                log.warning("out of memory: retrying with %d views per chunk", chunk)
+
+    def _run_independent(self, x, device, size, callback) -> DA3Output:
+        n = x.shape[0]
+        parts: list[DA3Output] = []
+        bs, start = self.batch_size, 0
+        while start < n:
+            self.policy.check_interrupt()
+            try:
+                parts.append(self.model(x[start:start + bs, None], chunk=self.chunk))
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                if bs == 1:
+                    raise torch.OutOfMemoryError(f"out of memory on {device} even with one view at {size[1]}×{size[0]}; "
+                                                 "lower process_res or use fp16/bf16") from e
+                del e
+                self.policy.on_oom()
+                bs = max(1, bs // 2)
+                continue
+            start += bs
+            if callback is not None:
+                callback(min(start, n), n)
+        cat = lambda k: None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts])
+        return DA3Output(cat("depth").transpose(0, 1), sky=cat("sky").transpose(0, 1))
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def _finish(self, out: DA3Output, seen, sizes, size, ext_in, k_in, k_proc, align: bool) -> GeometryResult:
+        notes: list[str] = []
+        depth = out.depth[0].float()
+        conf = None if out.confidence is None else out.confidence[0].float()
+        sky = None if out.sky is None else out.sky[0].float()
+        ext = None if out.extrinsics is None else out.extrinsics[0].double()
+        k = None if out.intrinsics is None else out.intrinsics[0].double()
+        kind: DepthKind = DEPTH
+        scale_factor = None if out.scale_factor is None else float(out.scale_factor)
+        cfg = self.config
+        if isinstance(self.model, NestedDepthAnything3):
+            kind = METRIC_DEPTH
+        elif cfg.sky:  # mono / metric: sky at the far end of each view, metres from the focal length
+            depth = fill_sky(depth, sky)
+            if cfg.metric:
+                if k_proc is not None:
+                    depth = scale_metric_depth(depth, k_proc.to(depth.device))
+                    kind = METRIC_DEPTH
+                else:
+                    notes.append("DA3METRIC gives metres only with known intrinsics (metres = output × focal / 300); "
+                                 "without them the depth is relative")
+            if k_proc is not None:
+                k = k_proc.to(depth.device)
+            if ext_in is not None:
+                ext = _homogeneous(ext_in)[:, :3].to(depth.device)
+        if cfg.camera and ext_in is None and k_in is not None:
+            notes.append("intrinsics without extrinsics are not used by any-view models (as in the official code); "
+                         "the returned intrinsics are predicted")
+        if cfg.camera and ext_in is not None:
+            # pred ≈ s·R·given + t  (official: Umeyama of the given poses onto the predicted ones)
+            r, t, s = umeyama_sim3(_centres(_homogeneous(ext_in)), _centres(ext.cpu()))
+            if align:
+                depth = depth / s
+                ext = _homogeneous(ext_in)[:, :3].to(depth.device)
+                scale_factor = s
+            else:
+                sim = torch.eye(4, dtype=torch.float64)
+                sim[:3, :3], sim[:3, 3] = s * r, t
+                c2w = torch.linalg.inv(_homogeneous(ext_in))
+                c2w_new = sim @ c2w
+                c2w_new[:, :3, :3] = r @ c2w[:, :3, :3]
+                ext = torch.linalg.inv(c2w_new)[:, :3].to(depth.device)
+            k = k_proc.to(depth.device)
+        od = self.output_device
+        h, w = size
+        uniform = len(set(sizes)) == 1
+
+        def back(m: torch.Tensor | None):
+            if m is None:
+                return None
+            if uniform:
+                return resize_depth(m, sizes[0]).to(od)
+            return [resize_depth(m[i:i + 1], s)[0].to(od) for i, s in enumerate(sizes)]
+
+        k_out = None
+        if k is not None:
+            if k_in is not None and (ext_in is not None or not cfg.camera):
+                k_out = k_in.float().to(od)
+            else:
+                scale = torch.tensor([[sw / w, sh / h, 1.0] for sh, sw in sizes], dtype=torch.float64, device=k.device)
+                k_out = (k * scale[:, :, None]).float().to(od)
+        images = seen.permute(0, 2, 3, 1)
+        ref = None if out.reference_view is None else int(out.reference_view[0])
+        return GeometryResult(
+            depth=back(depth), confidence=back(conf), sky=back(sky),
+            extrinsics=None if ext is None else ext.float().to(od), intrinsics=k_out, kind=kind,
+            processed_size=size, processed_depth=depth.to(od),
+            processed_confidence=None if conf is None else conf.to(od), processed_sky=None if sky is None else sky.to(od),
+            processed_intrinsics=None if k is None else k.float().to(od), processed_images=images, input_sizes=list(sizes),
+            model_name=self.model_name, reference_view=ref, scale_factor=scale_factor, notes=notes,
+        )
+
+
+def _check_cameras(x, n: int, name: str, shapes) -> torch.Tensor | None:
+    if x is None:
+        return None
+    t = _as_tensor(x, name)
+    if t.ndim != 3 or tuple(t.shape[-2:]) not in shapes or t.shape[0] != n:
+        want = " or ".join(f"[{n}, {a}, {b}]" for a, b in shapes)
+        raise ValueError(f"{name} must be {want} (one per view), got shape {tuple(t.shape)}")
+    return t
+
+
+def _check_chunk(value, name: str = "chunk"):
+    if value is None and name == "chunk":
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if name == 'chunk' else ''}, got {value!r}")
+    return value
