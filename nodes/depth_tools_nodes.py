@@ -1,0 +1,346 @@
+"""Depth tool nodes: scale/shift alignment, temporally stable video depth, and loading raw depth files.
+
+Each ``execute`` converts ComfyUI's layouts at the boundary (MASK -> bool, IMAGE frames as they are) and
+calls the library: :mod:`anydepth.align`, :mod:`anydepth.video`, :mod:`anydepth.export`. Saving depth is
+:class:`nodes.save.SaveDepth`; tiling and flip TTA are options of Estimate Depth and Estimate Video Depth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+from PIL import Image
+
+from anydepth.align import SPACES, align_scale_shift
+from anydepth.estimator import TTA_MODES, DepthResult
+from anydepth.export import export_format, load_depth
+from anydepth.kinds import ALL_KINDS, DISPARITY, METRIC_DEPTH
+from anydepth.normalize import to_image
+from anydepth.preprocess import network_size
+from anydepth.tiling import check_tile_size
+from anydepth.video import STABILIZE_MODES, estimate_video, flicker, normalize_clip, stabilize_depth, static_mask
+
+from .types import Depth, DepthModel
+from .validation import check_options
+
+CATEGORY = "anydepth"
+
+ROBUST_OPTIONS: tuple[str, ...] = ("none", "trimmed", "irls")
+"""The robust dropdown: ``none`` is plain least squares (the library's ``robust=None``)."""
+
+DEPTH_FILE_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".exr", ".png")
+"""Files Load Depth lists from the input folder (PNGs only when they are 16-bit greyscale)."""
+
+AUTO_KIND = "from file"
+"""Load Depth's ``kind`` option that takes the kind recorded in the file."""
+
+_ROBUST_TOOLTIP = ("Outlier handling of the scale/shift fit. none: plain least squares. trimmed: refit on the 80 % "
+                   "best-fitting pixels. irls: Tukey-biweight reweighting (moving objects, bad reference pixels get "
+                   "weight 0).")
+_MOMENTUM_TOOLTIP = "running mode: weight of the newest aligned frame in the running reference (lower = steadier)."
+
+
+def _robust(option: str) -> str | None:
+    return None if option == "none" else option
+
+
+def _json(values: dict) -> str:
+    """JSON text of a report; NaN / inf (undefined measures) become null."""
+    def clean(v):
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps({k: clean(v) for k, v in values.items()})
+
+
+def _as_bool_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor | None:
+    """ComfyUI MASK (``[B, H, W]`` or ``[H, W]``, 0..1) -> bool, True where the value is above 0.5."""
+    if mask is None:
+        return None
+    if mask.ndim not in (2, 3):
+        raise ValueError(f"{name} must be a ComfyUI MASK of shape [B, H, W] or [H, W], got {tuple(mask.shape)}")
+    return (mask if mask.ndim == 3 else mask[None]) > 0.5
+
+
+def _check_tile_and_tta(cls: type[io.ComfyNode], tile_size: int | None, tta: str | None, **options) -> bool | str:
+    if tile_size is not None:
+        try:
+            check_tile_size(tile_size)
+        except ValueError as e:
+            return str(e)
+    return check_options(cls, tta=tta, **options)
+
+
+class AlignDepth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyDepthAlign",
+            display_name="Align Depth (scale and shift)",
+            category=f"{CATEGORY}/tools",
+            description="Fit a per-image scale and shift that maps depth onto a reference depth (closed-form least "
+                        "squares, optionally robust) and apply it: relative depth in the reference's units, e.g. "
+                        "metres from a metric model or a sensor.",
+            inputs=[
+                Depth.Input("depth", tooltip="The depth to align (e.g. relative disparity from Estimate Depth)."),
+                Depth.Input("reference", tooltip="The reference with the wanted units, at the same size: one map for "
+                                                 "the whole batch or one per image."),
+                io.Combo.Input("space", options=list(SPACES), default="direct",
+                               tooltip="direct: fit scale·depth + shift ≈ reference (both disparity, or both depth). "
+                                       "disparity: depth is a disparity (relative Depth Anything), the reference a "
+                                       "depth; the fit is done in 1/depth and the result is depth in the reference's "
+                                       "units."),
+                io.Combo.Input("robust", options=list(ROBUST_OPTIONS), default="none", tooltip=_ROBUST_TOOLTIP),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Pixels used for the fit (white); every pixel is aligned. One mask or one per "
+                                      "image."),
+                io.Float.Input("max_depth", default=0.0, min=0.0, max=100000.0, step=0.1, optional=True,
+                               tooltip="disparity space: cap on the aligned depth in the reference's units (e.g. 10 "
+                                       "indoors, 80 outdoors); 0 = no cap."),
+            ],
+            outputs=[
+                Depth.Output(display_name="depth", tooltip="The aligned depth, with the reference's kind and units."),
+                io.String.Output(display_name="scale_shift",
+                                 tooltip='JSON {"scale": [...], "shift": [...]}, one entry per image, in the fitting '
+                                         "space (aligned = scale·depth + shift; disparity space: 1/aligned)."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, space: str | None = None, robust: str | None = None) -> bool | str:
+        return check_options(cls, space=space, robust=robust)
+
+    @classmethod
+    def execute(cls, depth: DepthResult, reference: DepthResult, space: str, robust: str,
+                mask: torch.Tensor | None = None, max_depth: float = 0.0) -> io.NodeOutput:
+        if space == "disparity" and (depth.kind != DISPARITY or reference.kind == DISPARITY):
+            raise ValueError(f"space 'disparity' aligns a disparity depth to a reference in depth units; got depth of "
+                             f"kind {depth.kind} and a reference of kind {reference.kind}: use space 'direct'")
+        if space == "direct" and (depth.kind == DISPARITY) != (reference.kind == DISPARITY):
+            raise ValueError(f"depth ({depth.kind}) and reference ({reference.kind}) run in opposite directions "
+                             "(disparity: larger = nearer); use space 'disparity' to align a disparity to a depth")
+        ref = reference.stacked().to(depth.stacked().device)
+        out = align_scale_shift(depth.stacked(), ref, _as_bool_mask(mask), space=space, robust=_robust(robust),
+                                max_depth=max_depth or None)
+        aligned = DepthResult(out.aligned.float().to(mm.intermediate_device()), reference.kind,
+                              list(depth.processed_size), depth.model_name, reference.max_depth)
+        report = _json({"scale": out.scale.tolist(), "shift": out.shift.tolist(), "space": space})
+        return io.NodeOutput(aligned, report)
+
+
+class EstimateVideoDepth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyDepthVideoDepth",
+            display_name="Estimate Video Depth",
+            category=CATEGORY,
+            description="Temporally stable depth for video frames: estimated in chunks (bounded memory), each frame "
+                        "aligned to a running or per-window reference so the depth does not flicker. Uses the model's "
+                        "memory management like Estimate Depth.",
+            inputs=[
+                DepthModel.Input("depth_model", tooltip="A model from Load Depth Model."),
+                io.Image.Input("image", tooltip="The video frames, in order (an IMAGE batch)."),
+                io.Int.Input("input_size", default=518, min=14, max=4088, step=14,
+                             tooltip="Shorter side the network sees, a multiple of 14 (518 as in the reference)."),
+                io.Int.Input("batch_size", default=4, min=1, max=256,
+                             tooltip="Frames per forward pass; lowered automatically to fit free memory."),
+                io.Int.Input("chunk_size", default=16, min=1, max=4096,
+                             tooltip="Frames estimated and stabilised together (clip mode: including the overlap); "
+                                     "bounds the memory of long clips."),
+                io.Int.Input("overlap", default=4, min=0, max=4095,
+                             tooltip="clip mode: frames shared by consecutive chunks, tying their scales together; "
+                                     "less than chunk_size."),
+                io.Combo.Input("mode", options=list(STABILIZE_MODES), default="running",
+                               tooltip="running: align each frame to an exponential moving average that starts at the "
+                                       "first frame (keeps its units, e.g. metres). clip: align each window to its "
+                                       "temporal median."),
+                io.Combo.Input("robust", options=list(ROBUST_OPTIONS), default="irls", tooltip=_ROBUST_TOOLTIP),
+                io.Float.Input("momentum", default=0.2, min=0.01, max=1.0, step=0.01, tooltip=_MOMENTUM_TOOLTIP),
+                io.Float.Input("static_threshold", default=0.0, min=0.0, max=1.0, step=0.005,
+                               tooltip="0: fit on every pixel. Otherwise fit only on pixels whose colour varies less "
+                                       "than this (standard deviation, 0..1) within a chunk, e.g. 0.02: moving "
+                                       "objects do not pull the scale."),
+                io.Int.Input("tile_size", default=0, min=0, max=16384, step=1, optional=True,
+                             tooltip="0: off. Otherwise frames larger than this many pixels also get native-resolution "
+                                     "tiles of this size (see Estimate Depth)."),
+                io.Combo.Input("tta", options=list(TTA_MODES), default="none", optional=True,
+                               tooltip="flip: average with the mirrored frame's prediction (twice the compute)."),
+            ],
+            outputs=[
+                Depth.Output(display_name="depth", tooltip="Stabilised raw depth of every frame, with its kind."),
+                io.Image.Output(display_name="control_image",
+                                tooltip="Depth as a ControlNet video: near = white, one percentile mapping for the "
+                                        "whole clip (no brightness pumping)."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, chunk_size: int | None = None, overlap: int | None = None, mode: str | None = None,
+                        robust: str | None = None, tile_size: int | None = None, tta: str | None = None) -> bool | str:
+        if chunk_size is not None and overlap is not None and overlap >= chunk_size:
+            return f"overlap ({overlap}) must be less than chunk_size ({chunk_size})"
+        return _check_tile_and_tta(cls, tile_size, tta, mode=mode, robust=robust)
+
+    @classmethod
+    def execute(cls, depth_model, image: torch.Tensor, input_size: int, batch_size: int, chunk_size: int, overlap: int,
+                mode: str, robust: str, momentum: float, static_threshold: float, tile_size: int = 0,
+                tta: str = "none") -> io.NodeOutput:
+        estimator = depth_model.estimator
+        bar = comfy.utils.ProgressBar(image.shape[0])
+        video = estimate_video(estimator, image, chunk_size=chunk_size, overlap=overlap, mode=mode, momentum=momentum,
+                               robust=_robust(robust), static_threshold=static_threshold or None,
+                               callback=bar.update_absolute, input_size=input_size, batch_size=batch_size,
+                               tile_size=tile_size, tta=tta)
+        config = estimator.model.config
+        depth = video.depth.to(mm.intermediate_device())
+        result = DepthResult(depth, video.kind, [network_size(*depth.shape[-2:], input_size)] * depth.shape[0],
+                             video.model_name, config.max_depth if video.kind == METRIC_DEPTH else None)
+        control = to_image(normalize_clip(video.depth, video.kind)).to(mm.intermediate_device())
+        return io.NodeOutput(result, control)
+
+
+class StabilizeDepth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyDepthStabilize",
+            display_name="Stabilize Depth (video)",
+            category=f"{CATEGORY}/tools",
+            description="Remove frame-to-frame scale/shift flicker from depth you already have (a batch of video "
+                        "frames in order) by aligning every frame to a reference; reports the flicker before and "
+                        "after.",
+            inputs=[
+                Depth.Input("depth", tooltip="Raw depth of the frames, in order (e.g. Estimate Depth on a video)."),
+                io.Combo.Input("mode", options=list(STABILIZE_MODES), default="running",
+                               tooltip="running: exponential moving average reference starting at the first frame "
+                                       "(keeps its units). clip: the temporal median of the whole batch."),
+                io.Combo.Input("robust", options=list(ROBUST_OPTIONS), default="irls", tooltip=_ROBUST_TOOLTIP),
+                io.Float.Input("momentum", default=0.2, min=0.01, max=1.0, step=0.01, tooltip=_MOMENTUM_TOOLTIP),
+                io.Image.Input("frames", optional=True,
+                               tooltip="The colour frames the depth came from: pixels whose colour stays put are used "
+                                       "for the fit and the flicker measure (moving objects are left out)."),
+                io.Float.Input("static_threshold", default=0.02, min=0.001, max=1.0, step=0.001, optional=True,
+                               tooltip="With frames: largest colour standard deviation (0..1) of a static pixel."),
+            ],
+            outputs=[
+                Depth.Output(display_name="depth", tooltip="The stabilised depth, same kind and size."),
+                io.String.Output(display_name="report",
+                                 tooltip='JSON {"flicker_before", "flicker_after", "static_fraction", "scale", '
+                                         '"shift"}: flicker is the mean absolute frame-to-frame change on static '
+                                         "pixels relative to the clip's spread (null for a single frame)."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, mode: str | None = None, robust: str | None = None) -> bool | str:
+        return check_options(cls, mode=mode, robust=robust)
+
+    @classmethod
+    def execute(cls, depth: DepthResult, mode: str, robust: str, momentum: float, frames: torch.Tensor | None = None,
+                static_threshold: float = 0.02) -> io.NodeOutput:
+        raw = depth.stacked()  # [T, H, W]
+        static = None
+        if frames is not None:
+            if frames.shape[0] != raw.shape[0] or tuple(frames.shape[1:3]) != tuple(raw.shape[-2:]):
+                raise ValueError(f"frames {tuple(frames.shape[:3])} must match the depth's frames and size "
+                                 f"{tuple(raw.shape)} ([T, H, W]); pass the images the depth was estimated from")
+            static = static_mask(frames, static_threshold, min_fraction=0.05).to(raw.device)
+        st = stabilize_depth(raw, mode=mode, mask=static, momentum=momentum, robust=_robust(robust))
+        report = _json({
+            "flicker_before": float(flicker(raw, static)),
+            "flicker_after": float(flicker(st.depth, static)),
+            "static_fraction": 1.0 if static is None else float(static.float().mean()),
+            "scale": st.scale.tolist(),
+            "shift": st.shift.tolist(),
+        })
+        out = DepthResult(st.depth.float().to(mm.intermediate_device()), depth.kind, list(depth.processed_size),
+                          depth.model_name, depth.max_depth)
+        return io.NodeOutput(out, report)
+
+
+def _is_png16(path: str) -> bool:
+    """Whether a PNG is 16-bit greyscale (reads the header only)."""
+    try:
+        with Image.open(path) as im:
+            return im.mode.startswith("I")
+    except OSError:
+        return False
+
+
+def depth_files() -> list[str]:
+    """Depth files in ComfyUI's input folder and its sub-folders, as ``/``-separated relative paths."""
+    root = folder_paths.get_input_directory()
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix not in DEPTH_FILE_SUFFIXES or name.startswith("."):
+                continue
+            full = os.path.join(folder, name)
+            if suffix == ".png" and not _is_png16(full):
+                continue
+            found.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def _input_path(name: str) -> str:
+    """The full path of an input-folder entry; refuses names that leave the input folder."""
+    root = os.path.abspath(folder_paths.get_input_directory())
+    full = os.path.abspath(os.path.join(root, name))
+    if os.path.commonpath([root, full]) != root:
+        raise ValueError(f"depth file {name!r} is not inside the input folder {root}")
+    return full
+
+
+class LoadDepth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyDepthLoadDepth",
+            display_name="Load Depth",
+            category=f"{CATEGORY}/io",
+            description="Load raw depth saved by Save Depth (or another tool) from the input folder: NPY (+ .json), "
+                        "NPZ, EXR (needs OpenEXR) or a 16-bit PNG, with the kind and units recorded in the file.",
+            inputs=[
+                io.Combo.Input("file", options=depth_files(),
+                               tooltip="Depth files in ComfyUI's input folder and its sub-folders (.npy, .npz, .exr, "
+                                       "16-bit .png). Copy files from the output folder there to load them."),
+                io.Combo.Input("kind", options=[AUTO_KIND, *ALL_KINDS], default=AUTO_KIND,
+                               tooltip="What the values mean. from file: as recorded by Save Depth (files from other "
+                                       "tools need a choice: disparity = larger is nearer, metric_depth = metres)."),
+            ],
+            outputs=[Depth.Output(display_name="depth", tooltip="The raw depth as saved, one map, with its kind.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, file: str | None = None, kind: str | None = None) -> bool | str:
+        return check_options(cls, file=file, kind=kind)
+
+    @classmethod
+    def fingerprint_inputs(cls, file: str, kind: str):
+        full = _input_path(file)
+        paths = [full] + ([os.path.splitext(full)[0] + ".json"] if export_format(full) == "npy" else [])
+        return kind, tuple((p, st.st_size, st.st_mtime_ns) for p in paths if os.path.isfile(p) for st in [os.stat(p)])
+
+    @classmethod
+    def execute(cls, file: str, kind: str) -> io.NodeOutput:
+        loaded = load_depth(_input_path(file))
+        chosen = loaded.kind if kind == AUTO_KIND else kind
+        if chosen is None:
+            raise ValueError(f"{file} records no depth kind (not written by Save Depth); pick the kind input: "
+                             "disparity (larger = nearer), metric_depth (metres) or depth (relative, larger = farther)")
+        max_depth = loaded.metadata.get("max_depth_m") if chosen == METRIC_DEPTH else None
+        depth = torch.from_numpy(loaded.depth)[None].to(mm.intermediate_device())  # [1, H, W]
+        model = str(loaded.metadata.get("model", os.path.basename(file)))
+        return io.NodeOutput(DepthResult(depth, chosen, [tuple(depth.shape[-2:])], model, max_depth))
+
