@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python bench/bench_da3.py [--views 1,4,16] [--size 504x378] [--dtypes fp32,auto] [--threads N] [--json OUT]
+    python bench/bench_da3.py [--views 1,4,16] [--size 504x378] [--dtypes fp32,auto] [--repeats 1] [--threads N]
+                              [--json OUT]
 
 What it does:
 
@@ -10,7 +11,7 @@ What it does:
    ``create_object(load_config(MODEL_REGISTRY["da3-small"]))``) with seeded random weights and loads the
    same tensors into anydepth through its converter (``convert_da3``, strict load);
 2. for each view count and dtype mode, in a fresh subprocess per implementation: one untimed warm-up
-   pass with one view, then one timed forward pass of ``N`` views of ``--size`` (W x H; 504 px on the
+   pass with one view, then ``--repeats`` timed forward passes (the best counts) of ``N`` views of ``--size`` (W x H; 504 px on the
    longer side, the official ``process_res``) -> depth, confidence, extrinsics, intrinsics;
 3. reports views/s and the peak memory of that pass above what was allocated before it
    (CUDA: ``max_memory_allocated``; CPU: the bytes of tensors alive at once, see :class:`LiveTensorPeak`),
@@ -113,7 +114,7 @@ class LiveTensorPeak:
         self._mode.__exit__(*exc)
 
 
-def worker(impl: str, views: int, size: tuple[int, int], dtype_mode: str, device: str) -> dict:
+def worker(impl: str, views: int, size: tuple[int, int], dtype_mode: str, device: str, repeats: int = 1) -> dict:
     """One measurement in this (fresh) process."""
     from anydepth.memory import resolve_dtype
     from anydepth.models import create_model
@@ -151,29 +152,33 @@ def worker(impl: str, views: int, size: tuple[int, int], dtype_mode: str, device
     x = torch.randn(1, views, 3, h, w, generator=g).to(dev, in_dtype)
     with torch.inference_mode():
         run(x[:, :1])  # warm-up (kernel selection, allocator)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-            base = torch.cuda.memory_allocated(dev)
-            t0 = time.perf_counter()
-            out = run(x)
-            torch.cuda.synchronize(dev)
-            seconds = time.perf_counter() - t0
-            peak = torch.cuda.max_memory_allocated(dev) - base
-        else:
-            with LiveTensorPeak() as mem:
+        times = []
+        for _ in range(repeats):  # the best (min) time counts: other load on the machine only adds
+            out = None
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
                 t0 = time.perf_counter()
                 out = run(x)
-                seconds = time.perf_counter() - t0
-            peak = mem.peak
+                torch.cuda.synchronize(dev)
+                times.append(time.perf_counter() - t0)
+                peak = torch.cuda.max_memory_allocated(dev) - base
+            else:
+                with LiveTensorPeak() as mem:
+                    t0 = time.perf_counter()
+                    out = run(x)
+                    times.append(time.perf_counter() - t0)
+                peak = mem.peak
+        seconds = min(times)
     finite = bool(torch.isfinite(out.depth).all())
-    return {"impl": impl, "views": views, "dtype_mode": dtype_mode, "dtype": used, "seconds": seconds,
+    return {"impl": impl, "views": views, "dtype_mode": dtype_mode, "dtype": used, "seconds": seconds, "times": times,
             "views_per_s": views / seconds, "peak_bytes": int(peak), "finite": finite}
 
 
-def _spawn(impl: str, views: int, size: str, dtype_mode: str, device: str, threads: int | None) -> dict:
+def _spawn(impl: str, views: int, size: str, dtype_mode: str, device: str, threads: int | None, repeats: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--views", str(views), "--size", size, "--dtypes", dtype_mode,
-           "--device", device]
+           "--device", device, "--repeats", str(repeats)]
     if threads:
         cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", default="fp32,auto", help="comma-separated: fp32, auto (default both)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=1, help="timed passes per measurement; the best counts (default 1)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     size = tuple(int(v) for v in args.size.lower().split("x"))
     if args.worker:
-        print(json.dumps(worker(args.worker, int(args.views), size, args.dtypes, args.device)))
+        print(json.dumps(worker(args.worker, int(args.views), size, args.dtypes, args.device, args.repeats)))
         return 0
     views = [int(v) for v in args.views.split(",")]
     modes = args.dtypes.split(",")
@@ -207,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for mode in modes:
         for n in views:
-            o = _spawn("official", n, args.size, mode, args.device, args.threads)
-            a = _spawn("anydepth", n, args.size, mode, args.device, args.threads)
+            o = _spawn("official", n, args.size, mode, args.device, args.threads, args.repeats)
+            a = _spawn("anydepth", n, args.size, mode, args.device, args.threads, args.repeats)
             rows += [o, a]
             fmt = lambda r: f"{r['views_per_s']:6.2f} v/s {r['peak_bytes'] / 2**20:7.0f} MiB {r['dtype'][:9]:>9}"
             speed = a["views_per_s"] / o["views_per_s"]

@@ -11,6 +11,7 @@ from comfy_api.latest import ComfyExtension, io
 from . import folders
 from .controlnet import ApplyDepthControlNet
 from .depth_nodes import DepthAnythingOneStep, DepthColormap, DepthToImage, EstimateDepth, LoadDepthModel
+from .depth_tools_nodes import AlignDepth, EstimateVideoDepth, LoadDepth, StabilizeDepth
 from .save import SaveDepth
 
 NODES: list[type[io.ComfyNode]] = [
@@ -21,6 +22,10 @@ NODES: list[type[io.ComfyNode]] = [
     DepthAnythingOneStep,
     ApplyDepthControlNet,
     SaveDepth,
+    AlignDepth,
+    EstimateVideoDepth,
+    StabilizeDepth,
+    LoadDepth,
 ]
 
 

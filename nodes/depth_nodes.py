@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.utils
+import folder_paths
 import torch
 from comfy_api.latest import io
 
@@ -16,7 +17,7 @@ from anydepth.estimator import TTA_MODES, DepthResult
 from anydepth.normalize import COLORMAPS, NORMALIZE_MODES, SCOPES, apply_colormap, normalize_depth, to_image
 from anydepth.tiling import check_tile_size
 
-from . import folders, loader
+from . import folders, loader, preview
 from .model_patcher import DTYPE_CHOICES
 from .types import Depth, DepthModel
 from .validation import check_options
@@ -135,7 +136,8 @@ class EstimateDepth(io.ComfyNode):
                 tta: str = "none") -> io.NodeOutput:
         result = depth_model.estimator.estimate(image, input_size=input_size, batch_size=batch_size, tile_size=tile_size,
                                                 tta=tta, callback=_progress_callback(image.shape[0]))
-        return io.NodeOutput(result, _control_image(result))
+        ui = {preview.UI_KEY: [preview.depth_payload(result, folder_paths.get_temp_directory())]}
+        return io.NodeOutput(result, _control_image(result), ui=ui)
 
 
 class DepthToImage(io.ComfyNode):

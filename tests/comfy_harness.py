@@ -43,7 +43,8 @@ PACK_FOLDER_NAME = "comfyui-anydepth.copy"
 """The server loads the pack from a folder of another name, with a dot (ComfyUI rewrites it in module names)."""
 
 ANYDEPTH_NODES = ("AnyDepthLoadModel", "AnyDepthEstimate", "AnyDepthToImage", "AnyDepthColormap", "AnyDepthAnything",
-                  "AnyDepthApplyControlNet", "AnyDepthSave")
+                  "AnyDepthApplyControlNet", "AnyDepthSave", "AnyDepthAlign", "AnyDepthVideoDepth", "AnyDepthStabilize",
+                  "AnyDepthLoadDepth")
 
 
 RELATIVE_FILE = "depth_anything_v2_vits.pth"

@@ -247,3 +247,26 @@ def test_geometry_cli(tmp_path, tiny_anyview, monkeypatch):
                "--dtype", "fp32", "--process-res", "98", "--cameras", str(out / "cameras.json"), "--no-glb"])
     again = json.loads((tmp_path / "again" / "cameras.json").read_text())
     assert rc == 0 and np.allclose([v["extrinsics"] for v in again], [v["extrinsics"] for v in views], atol=1e-6)
+
+
+def test_da3_downloads_as_a_repo_folder(tmp_path, monkeypatch, tiny_anyview):
+    """Same download path as V1/V2: real huggingface_hub against a local hub, the repo kept as DA3-SMALL/."""
+    from hub_server import LocalHub, hub_env
+
+    from anydepth.weights import resolve_checkpoint
+
+    ref, _ = tiny_anyview
+    upstream = save_official(ref, tmp_path / "upstream")
+    files = {"depth-anything/DA3-SMALL": {"config.json": upstream / "config.json", "model.safetensors": upstream / "model.safetensors"}}
+    models = tmp_path / "models"
+    with LocalHub(files) as hub:
+        hub_env(monkeypatch, hub, tmp_path / "hf-home")
+        resolved = resolve_checkpoint("da3-small", models_dir=models)
+        assert any(p.endswith("/resolve/main/model.safetensors") for p in hub.paths)
+    assert resolved.path == models / "DA3-SMALL" and resolved.variant.name == "da3-small"
+    est = AnyViewEstimator("da3-small", models_dir=models, dtype="fp32", process_res=98)  # found locally now
+    assert est.model_name == "da3-small" and est.config.layers == TINY_FILE.layers
+    res = est.estimate(_images(2, 70, 98, seed=8))
+    with torch.no_grad():
+        r = ref(((_images(2, 70, 98, seed=8).permute(0, 3, 1, 2) - MEAN) / STD)[None])
+    assert _rel(res.processed_depth, r.depth[0]) <= 1e-4

@@ -26,6 +26,11 @@ EXPECTED = {
     "AnyDepthApplyControlNet": (["positive", "negative", "control_net", "latent", "strength", "start_percent", "end_percent",
                                  "fit"], ["image", "depth", "vae"], ["CONDITIONING", "CONDITIONING"]),
     "AnyDepthSave": (["depth", "filename_prefix", "format", "mode", "scope", "near", "far", "invert"], [], []),
+    "AnyDepthAlign": (["depth", "reference", "space", "robust"], ["mask", "max_depth"], ["DEPTH", "STRING"]),
+    "AnyDepthVideoDepth": (["depth_model", "image", "input_size", "batch_size", "chunk_size", "overlap", "mode", "robust",
+                            "momentum", "static_threshold"], ["tile_size", "tta"], ["DEPTH", "IMAGE"]),
+    "AnyDepthStabilize": (["depth", "mode", "robust", "momentum"], ["frames", "static_threshold"], ["DEPTH", "STRING"]),
+    "AnyDepthLoadDepth": (["file", "kind"], [], ["DEPTH"]),
 }
 
 
