@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..catalog import DEFAULT_MODEL
-from ..normalize import COLORMAPS, NORMALIZE_MODES
+from .options import add_normalize_options
 
 FORMATS = ("png16", "png8", "npy")
 
@@ -27,12 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Ray cluster address for --engine ray (auto, ray://head:10001); default: start a local Ray")
     b.add_argument("--format", default="png16", choices=FORMATS,
                    help="png16/png8: normalised control image; npy: raw float32 depth")
-    b.add_argument("--normalize", default="v2_style", choices=NORMALIZE_MODES, help="how raw depth becomes an image")
-    b.add_argument("--near", type=float, default=None, help="metres shown white (metric modes)")
-    b.add_argument("--far", type=float, default=None, help="metres shown black (metric modes)")
-    b.add_argument("--invert", action="store_true", help="near = black")
-    b.add_argument("--gamma", type=float, default=1.0, help="gamma applied after normalising")
-    b.add_argument("--colormap", default=None, choices=COLORMAPS, help="8-bit RGB preview instead of grey (png8)")
+    add_normalize_options(b)
     b.add_argument("--batch-size", type=int, default=8, help="images per forward pass / chunk (default 8)")
     b.add_argument("--input-size", type=int, default=518, help="shorter side the network sees, multiple of 14")
     b.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="compute precision")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..catalog import DEFAULT_MODEL
-from ..normalize import COLORMAPS, NORMALIZE_MODES
+from .options import add_normalize_options
 
 FORMATS = ("png16", "png8", "npy", "exr", "npz")
 SUFFIX = {"png16": ".png", "png8": ".png", "npy": ".npy", "exr": ".exr", "npz": ".npz"}
@@ -26,12 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", default="png16", choices=FORMATS,
                    help="png16/png8: normalised control image; npy: raw float32 depth as the model gives it; "
                         "exr/npz: raw float32 depth with its kind and units (exr needs pip install OpenEXR)")
-    e.add_argument("--normalize", default="v2_style", choices=NORMALIZE_MODES, help="how raw depth becomes an image")
-    e.add_argument("--near", type=float, default=None, help="metres shown white (metric modes)")
-    e.add_argument("--far", type=float, default=None, help="metres shown black (metric modes)")
-    e.add_argument("--invert", action="store_true", help="near = black")
-    e.add_argument("--gamma", type=float, default=1.0, help="gamma applied after normalising")
-    e.add_argument("--colormap", default=None, choices=COLORMAPS, help="8-bit RGB preview instead of grey (png8)")
+    add_normalize_options(e)
     e.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
     e.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     e.add_argument("--models-dir", default=None, help="where models are looked for and downloaded (ANYDEPTH_MODELS)")
