@@ -12,6 +12,7 @@ from . import folders
 from .controlnet import ApplyDepthControlNet
 from .depth_nodes import DepthAnythingOneStep, DepthColormap, DepthToImage, EstimateDepth, LoadDepthModel
 from .depth_tools_nodes import AlignDepth, EstimateVideoDepth, LoadDepth, StabilizeDepth
+from .geometry_nodes import AnyViewGeometry, GeometryToPointCloud
 from .save import SaveDepth
 
 NODES: list[type[io.ComfyNode]] = [
@@ -26,6 +27,8 @@ NODES: list[type[io.ComfyNode]] = [
     EstimateVideoDepth,
     StabilizeDepth,
     LoadDepth,
+    AnyViewGeometry,
+    GeometryToPointCloud,
 ]
 
 

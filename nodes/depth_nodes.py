@@ -64,7 +64,9 @@ class LoadDepthModel(io.ComfyNode):
             node_id="AnyDepthLoadModel",
             display_name="Load Depth Model",
             category=f"{CATEGORY}/loaders",
-            description="Load a Depth Anything V1/V2 model (any published checkpoint format). The model is kept "
+            description="Load a Depth Anything V1/V2 model (any published checkpoint format; for Estimate Depth) or a "
+                        "Depth Anything 3 model (config.json + model.safetensors in models/depthanything3; for Any-View "
+                        "Geometry). The model is kept "
                         "between runs and rebuilt when the file or dtype changes; ComfyUI's memory manager places it.",
             inputs=[
                 _model_input(),
@@ -134,7 +136,8 @@ class EstimateDepth(io.ComfyNode):
     @classmethod
     def execute(cls, depth_model, image: torch.Tensor, input_size: int, batch_size: int, tile_size: int = 0,
                 tta: str = "none") -> io.NodeOutput:
-        result = depth_model.estimator.estimate(image, input_size=input_size, batch_size=batch_size, tile_size=tile_size,
+        estimator = depth_model.require_depth_estimator("Estimate Depth")
+        result = estimator.estimate(image, input_size=input_size, batch_size=batch_size, tile_size=tile_size,
                                                 tta=tta, callback=_progress_callback(image.shape[0]))
         ui = {preview.UI_KEY: [preview.depth_payload(result, folder_paths.get_temp_directory())]}
         return io.NodeOutput(result, _control_image(result), ui=ui)
@@ -241,7 +244,7 @@ class DepthAnythingOneStep(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: torch.Tensor, model: str, input_size: int, mode: str, scope: str) -> io.NodeOutput:
-        depth_model = loader.load(model)
-        result = depth_model.estimator.estimate(image, input_size=input_size, callback=_progress_callback(image.shape[0]))
+        estimator = loader.load(model).require_depth_estimator("Depth Anything (one step)")
+        result = estimator.estimate(image, input_size=input_size, callback=_progress_callback(image.shape[0]))
         x01 = normalize_depth(result.stacked(), result.kind, mode, scope=scope)
         return io.NodeOutput(to_image(x01).to(mm.intermediate_device()))

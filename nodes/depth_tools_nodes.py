@@ -194,7 +194,7 @@ class EstimateVideoDepth(io.ComfyNode):
     def execute(cls, depth_model, image: torch.Tensor, input_size: int, batch_size: int, chunk_size: int, overlap: int,
                 mode: str, robust: str, momentum: float, static_threshold: float, tile_size: int = 0,
                 tta: str = "none") -> io.NodeOutput:
-        estimator = depth_model.estimator
+        estimator = depth_model.require_depth_estimator("Estimate Video Depth")
         bar = comfy.utils.ProgressBar(image.shape[0])
         video = estimate_video(estimator, image, chunk_size=chunk_size, overlap=overlap, mode=mode, momentum=momentum,
                                robust=_robust(robust), static_threshold=static_threshold or None,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import comfy.model_management as mm
 
+from anydepth.anyview import AnyViewEstimator
 from anydepth.catalog import Variant
 from anydepth.estimator import DepthEstimator
 from anydepth.models import ModelConfig
@@ -39,13 +40,14 @@ class DepthModel:
     """What travels through a ``DEPTH_MODEL`` socket.
 
     Attributes:
-        estimator: the :class:`~anydepth.estimator.DepthEstimator` (batching, dtype, OOM fallback).
+        estimator: a :class:`~anydepth.estimator.DepthEstimator` (V1/V2: batching, dtype, OOM fallback) or
+            an :class:`~anydepth.anyview.AnyViewEstimator` (Depth Anything 3: any-view depth and cameras).
         memory: the ComfyUI memory bridge that places the network.
         path: the checkpoint file or folder it was read from.
         variant: the catalogue entry, when the file is a known one.
     """
 
-    estimator: DepthEstimator
+    estimator: DepthEstimator | AnyViewEstimator
     memory: ComfyMemory
     path: Path
     variant: Variant | None
@@ -54,9 +56,30 @@ class DepthModel:
     def license(self) -> str:
         return self.variant.license if self.variant is not None else "unknown (not a catalogue file)"
 
+    @property
+    def is_da3(self) -> bool:
+        """A Depth Anything 3 model (runs in Any-View Geometry, not in Estimate Depth)."""
+        return isinstance(self.estimator, AnyViewEstimator)
+
+    def require_depth_estimator(self, node: str) -> DepthEstimator:
+        """The V1/V2 estimator, or a clear error naming ``node`` for a DA3 model."""
+        if self.is_da3:
+            raise ValueError(f"{node}: {self.path.name} is a Depth Anything 3 model; {node} runs Depth Anything V1/V2 "
+                             "models. Connect it to Any-View Geometry (its DEPTH output works with Depth to Image, Save "
+                             "Depth and Apply Depth ControlNet), or load a v1-/v2- model here")
+        return self.estimator
+
+    def require_anyview_estimator(self, node: str) -> AnyViewEstimator:
+        """The DA3 estimator, or a clear error naming ``node`` for a V1/V2 model."""
+        if not self.is_da3:
+            raise ValueError(f"{node}: {self.path.name} is a Depth Anything V1/V2 model; {node} needs a Depth Anything 3 "
+                             "model (a DA3 model.safetensors in models/depthanything3). Use Estimate Depth for V1/V2 models")
+        return self.estimator
+
     def __repr__(self) -> str:  # shown in ComfyUI's error reports
         cfg = self.estimator.model.config
-        return f"DepthModel({self.path.name}, {cfg.kind}, {self.estimator.dtype}, license {self.license})"
+        kind = "Depth Anything 3" if self.is_da3 else cfg.kind
+        return f"DepthModel({self.path.name}, {kind}, {self.estimator.dtype}, license {self.license})"
 
 
 _cache: OrderedDict[tuple, DepthModel] = OrderedDict()
@@ -103,14 +126,14 @@ def load(option: str, dtype: str = "auto", memory: str = "managed") -> DepthMode
             _cache.move_to_end(key)
             return hit
         ckpt = read_checkpoint(resolved.path, variant=variant)
-        if not isinstance(ckpt.config, ModelConfig):
-            raise ValueError(f"{resolved.path.name} is a Depth Anything 3 checkpoint; Load Depth Model runs Depth Anything "
-                             "V1/V2 models (pick a v1-/v2- entry or file)")
         net = build_model(ckpt, device=mm.unet_offload_device(), dtype=torch_dtype)
         bridge = ComfyMemory(net, offload_after_use=memory == "offload_after_use", load_device=load_device)
-        estimator = DepthEstimator(net, memory=bridge, dtype=torch_dtype, output_device=mm.intermediate_device())
+        if isinstance(ckpt.config, ModelConfig):
+            estimator = DepthEstimator(net, memory=bridge, dtype=torch_dtype, output_device=mm.intermediate_device())
+        else:  # Depth Anything 3 (any-view, mono, metric or nested)
+            estimator = AnyViewEstimator(net, memory=bridge, dtype=torch_dtype, output_device=mm.intermediate_device())
         model = DepthModel(estimator, bridge, resolved.path, variant)
-        log.info("anydepth: loaded %r (%s, %s, license %s)", os.fspath(resolved.path), ckpt.config.kind, torch_dtype, model.license)
+        log.info("anydepth: loaded %r (%r, %s, license %s)", os.fspath(resolved.path), model, torch_dtype, model.license)
         # A file that changed on disk replaces its old build instead of waiting for eviction.
         for old in [k for k in _cache if k[0] == key[0] and k[2:] == key[2:]]:
             _cache.pop(old).memory.unload()

@@ -44,7 +44,7 @@ PACK_FOLDER_NAME = "comfyui-anydepth.copy"
 
 ANYDEPTH_NODES = ("AnyDepthLoadModel", "AnyDepthEstimate", "AnyDepthToImage", "AnyDepthColormap", "AnyDepthAnything",
                   "AnyDepthApplyControlNet", "AnyDepthSave", "AnyDepthAlign", "AnyDepthVideoDepth", "AnyDepthStabilize",
-                  "AnyDepthLoadDepth")
+                  "AnyDepthLoadDepth", "AnyDepthAnyViewGeometry", "AnyDepthGeometryToPointCloud")
 
 
 RELATIVE_FILE = "depth_anything_v2_vits.pth"

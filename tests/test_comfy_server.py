@@ -31,6 +31,9 @@ EXPECTED = {
                             "momentum", "static_threshold"], ["tile_size", "tta"], ["DEPTH", "IMAGE"]),
     "AnyDepthStabilize": (["depth", "mode", "robust", "momentum"], ["frames", "static_threshold"], ["DEPTH", "STRING"]),
     "AnyDepthLoadDepth": (["file", "kind"], [], ["DEPTH"]),
+    "AnyDepthAnyViewGeometry": (["depth_model", "image", "ref_view_strategy", "process_res"], ["cameras"],
+                                ["DEPTH", "IMAGE", "STRING", "GEOMETRY"]),
+    "AnyDepthGeometryToPointCloud": (["geometry", "format", "conf_percentile", "max_points", "filename_prefix"], [], []),
 }
 
 

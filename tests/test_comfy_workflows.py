@@ -19,7 +19,7 @@ from comfy_harness import RELATIVE_FILE, REPO, comfy_server, install_tiny_models
 from comfy_workflow import to_api
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-RUNNABLE = {"image_to_depth_map", "metric_depth_to_png16", "video_frames_to_depth_images"}
+RUNNABLE = {"image_to_depth_map", "metric_depth_to_png16", "video_frames_to_depth_images", "photos_to_point_cloud"}
 MODEL_FILE_INPUTS = {"ckpt_name", "control_net_name", "unet_name", "clip_name1", "clip_name2", "vae_name"}
 FRAMES, FRAME_SIZE = 4, (48, 64)
 
@@ -31,6 +31,11 @@ def server(comfy_server):
     rng = np.random.default_rng(7)
     picture = Image.fromarray((rng.random((3, 4, 3)) * 255).astype(np.uint8)).resize((84, 56), Image.BICUBIC)
     picture.save(inputs / "example.png")
+    for i in range(3):  # photos_to_point_cloud: three views of one scene
+        picture.rotate(5 * i).save(inputs / f"photo_{i + 1}.png")
+    from tiny_da3 import TINY_FILE, official_tiny, save_official
+
+    save_official(official_tiny(TINY_FILE, seed=3), comfy_server.base / "models" / "depthanything3" / "DA3-SMALL")
     with av.open(str(inputs / "example_video.mp4"), "w") as container:
         stream = container.add_stream("libx264", rate=8)
         stream.height, stream.width = FRAME_SIZE
@@ -132,3 +137,18 @@ def test_video_frames_to_depth_images_runs(server, object_info):
     with av.open(str(videos[0])) as container:
         decoded = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
     assert len(decoded) == FRAMES and decoded[0].shape == FRAME_SIZE
+
+
+def test_photos_to_point_cloud_runs(server, object_info):
+    from plyfile import PlyData
+
+    outputs = run(server, object_info, "photos_to_point_cloud")
+    (saved,) = [o["point_clouds"] for o in outputs.values() if "point_clouds" in o]
+    assert [f["filename"][-4:] for f in saved] == [".ply", ".glb"]
+    ply = PlyData.read(str(server.base / "output" / saved[0]["subfolder"] / saved[0]["filename"]))
+    points = next(o["points"][0] for o in outputs.values() if "points" in o)
+    assert f"anydepth points {points} cameras 3" in ply.comments and len(ply["vertex"]) == points + 15 and points > 100
+    (depth,) = [o["images"] for o in outputs.values() if "images" in o]
+    assert len(depth) == 3  # one depth image per photo
+    viewer = next(o["anydepth_geometry"] for o in outputs.values() if "anydepth_geometry" in o)
+    assert viewer[0]["type"] == "temp" and viewer[0]["filename"].endswith(".ply")

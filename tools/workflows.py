@@ -57,6 +57,12 @@ SPECS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]]
                                 [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                                 ["strength", "start_percent", "end_percent", "fit"]),
     "AnyDepthSave": ([("depth", "DEPTH")], [], ["filename_prefix", "format", "mode", "scope", "near", "far", "invert"]),
+    "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")], []),
+    "AnyDepthAnyViewGeometry": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE")],
+                                [("depth", "DEPTH"), ("confidence", "IMAGE"), ("camera_poses", "STRING"), ("geometry", "GEOMETRY")],
+                                ["ref_view_strategy", "process_res", "cameras"]),
+    "AnyDepthGeometryToPointCloud": ([("geometry", "GEOMETRY")], [],
+                                     ["format", "conf_percentile", "max_points", "filename_prefix"]),
     "Note": ([], [], ["text"]),  # frontend-only: not part of the prompt
 }
 WIDGET_SOCKETS = {("CreateVideo", "fps")}
@@ -73,6 +79,8 @@ TITLES = {
     "FluxGuidance": "FluxGuidance", "InstructPixToPixConditioning": "InstructPixToPixConditioning",
     "LoadVideo": "Load Video", "GetVideoComponents": "Get Video Components", "CreateVideo": "Create Video",
     "SaveVideo": "Save Video", "KSampler": "KSampler", "Note": "Note",
+    "ImageBatch": "Batch Images", "AnyDepthAnyViewGeometry": "Any-View Geometry",
+    "AnyDepthGeometryToPointCloud": "Geometry to Point Cloud",
 }
 
 
@@ -346,8 +354,37 @@ def image_to_depth_map() -> Graph:
     return g
 
 
+DA3_MODEL = "DA3-SMALL/model.safetensors"
+"""The DA3-SMALL repo (config.json + model.safetensors, Apache-2.0) downloaded into models/depthanything3/DA3-SMALL."""
+PHOTOS = ("photo_1.png", "photo_2.png", "photo_3.png")
+
+
+def photos_to_point_cloud() -> Graph:
+    g = Graph("photos_to_point_cloud", "A few photos of one scene to a coloured point cloud with the cameras (PLY + GLB in "
+              "output/anydepth/), plus per-view depth and confidence. Needs photo_1..3.png in input/ and the DA3-SMALL "
+              "files (config.json + model.safetensors from depth-anything/DA3-SMALL) in models/depthanything3/DA3-SMALL.")
+    photos = [g.add("LoadImage", [name, "image"], column=0) for name in PHOTOS]
+    depth_model = g.add("AnyDepthLoadModel", [DA3_MODEL, "auto", "managed"], column=1)
+    batch12 = g.add("ImageBatch", [], column=1)
+    batch123 = g.add("ImageBatch", [], column=1)
+    geometry = g.add("AnyDepthAnyViewGeometry", ["saddle_balanced", 504, ""], column=2)
+    cloud = g.add("AnyDepthGeometryToPointCloud", ["ply+glb", 40.0, 1000000, "anydepth/point_cloud"], column=3)
+    to_image = g.add("AnyDepthToImage", ["v2_style", "batch", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=3)
+    preview = g.add("PreviewImage", [], column=3, title="Depth per view")
+    g.connect(photos[0], "IMAGE", batch12, "image1")
+    g.connect(photos[1], "IMAGE", batch12, "image2")
+    g.connect(batch12, "IMAGE", batch123, "image1")
+    g.connect(photos[2], "IMAGE", batch123, "image2")
+    g.connect(depth_model, "depth_model", geometry, "depth_model")
+    g.connect(batch123, "IMAGE", geometry, "image")
+    g.connect(geometry, "geometry", cloud, "geometry")
+    g.connect(geometry, "depth", to_image, "depth")
+    g.connect(to_image, "image", preview, "images")
+    return g
+
+
 GRAPHS = (sd15_depth_controlnet, sdxl_depth_controlnet, flux_depth_dev, video_frames_to_depth_images,
-          metric_depth_to_png16, image_to_depth_map)
+          metric_depth_to_png16, image_to_depth_map, photos_to_point_cloud)
 
 
 # --------------------------------------------------------------------------------------------- drawing

@@ -1,0 +1,194 @@
+"""Depth Anything 3 nodes: any-view geometry (depth, confidence, cameras) and point-cloud export.
+
+``Any-View Geometry`` runs a DA3 model on an IMAGE batch as one scene; its ``GEOMETRY`` output carries the
+whole :class:`~anydepth.anyview.GeometryResult` to ``Geometry to Point Cloud``, which writes PLY / GLB files
+into the output folder. The fused cloud is also written to the temp folder for the 3D viewer
+(``js/anydepth_pointcloud.js``, UI key ``anydepth_geometry``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io, ui
+
+from anydepth.anyview import GeometryResult
+from anydepth.geometry import cameras_to_json, glb_alignment, write_glb, write_ply
+from anydepth.models.da3 import REF_VIEW_STRATEGIES
+
+from .types import Depth, DepthModel, Geometry
+from .validation import check_options
+
+CATEGORY = "anydepth/geometry"
+UI_KEY = "anydepth_geometry"
+"""UI output key the 3D viewer extension reads: a list of ``{filename, subfolder, type}`` PLY files."""
+FORMATS: tuple[str, ...] = ("ply", "glb", "ply+glb")
+PREVIEW_POINTS = 200_000
+"""Points in the viewer's PLY (a seeded random subset beyond this)."""
+
+
+def parse_cameras(text: str, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Known cameras from JSON: a list of ``n`` views, each with ``intrinsics`` (3×3, pixels of its input
+    image) and optionally ``extrinsics`` (3×4 or 4×4 world-to-camera) — the format the ``camera_poses``
+    output and ``cameras.json`` use. An empty string gives ``(None, None)``.
+
+    Returns:
+        ``(extrinsics [n, 3|4, 4] or None, intrinsics [n, 3, 3] or None)``, float64.
+    """
+    if not text.strip():
+        return None, None
+    try:
+        views = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"cameras: not valid JSON ({e}); expected a list of views with 'intrinsics' and 'extrinsics'") from None
+    if isinstance(views, dict) and "views" in views:
+        views = views["views"]
+    if not isinstance(views, list) or len(views) != n or not all(isinstance(v, dict) for v in views):
+        got = len(views) if isinstance(views, list) else type(views).__name__
+        raise ValueError(f"cameras: expected a list of {n} views (one per image), got {got}")
+    try:
+        k = torch.tensor([v["intrinsics"] for v in views], dtype=torch.float64) if all("intrinsics" in v for v in views) else None
+        has_ext = [("extrinsics" in v) for v in views]
+        if any(has_ext) and not all(has_ext):
+            raise ValueError("cameras: give extrinsics for every view or for none")
+        ext = torch.tensor([v["extrinsics"] for v in views], dtype=torch.float64) if all(has_ext) else None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cameras: {e}") from None
+    if k is None and any("intrinsics" in v for v in views):
+        raise ValueError("cameras: give intrinsics for every view or for none")
+    return ext, k
+
+
+def confidence_image(res: GeometryResult) -> torch.Tensor:
+    """Confidence as a grey IMAGE ``[N, H, W, 3]`` in 0..1 (min-max over the batch); zeros without confidence.
+
+    Views of different sizes are resized to the first view's size.
+    """
+    if res.confidence is None:
+        depth = res.maps("depth")
+        return torch.zeros(len(depth), *depth[0].shape, 3)
+    maps = res.maps("confidence")
+    size = tuple(maps[0].shape)
+    conf = torch.stack([m if tuple(m.shape) == size else torch.nn.functional.interpolate(
+        m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0] for m in maps]).float()
+    lo, hi = conf.amin(), conf.amax()
+    x01 = (conf - lo) / (hi - lo).clamp_min(1e-12)
+    return x01[..., None].expand(*x01.shape, 3).contiguous()
+
+
+def _saved(path: str, base: str, folder_type: io.FolderType) -> ui.SavedResult:
+    rel = os.path.relpath(path, base)
+    return ui.SavedResult(os.path.basename(rel), os.path.dirname(rel), folder_type)
+
+
+class AnyViewGeometry(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyDepthAnyViewGeometry",
+            display_name="Any-View Geometry",
+            category=CATEGORY,
+            description="Depth Anything 3 on an image batch as one scene: consistent depth, confidence and cameras "
+                        "(world-to-camera poses, intrinsics) for every view. Shows the fused point cloud in 3D.",
+            inputs=[
+                DepthModel.Input("depth_model", tooltip="A Depth Anything 3 model from Load Depth Model "
+                                                        "(a DA3 model.safetensors in models/depthanything3)."),
+                io.Image.Input("image", tooltip="The views of one scene (an IMAGE batch, e.g. photos or video frames)."),
+                io.Combo.Input("ref_view_strategy", options=list(REF_VIEW_STRATEGIES), default="saddle_balanced",
+                               tooltip="Which view's camera becomes the world frame (3 or more views, no known poses); "
+                                       "saddle_balanced is the official default."),
+                io.Int.Input("process_res", default=504, min=14, max=4088, step=14,
+                             tooltip="Longer side the network sees (504 as the official default), a multiple of 14. "
+                                     "Memory grows with the views and quadratically with this."),
+                io.String.Input("cameras", default="", multiline=True, optional=True,
+                                tooltip="Optional known cameras as JSON: a list with one entry per image holding "
+                                        "'intrinsics' (3×3, pixels of that image) and optionally 'extrinsics' (3×4 "
+                                        "world-to-camera), like the camera_poses output. Empty: estimated."),
+            ],
+            outputs=[
+                Depth.Output(display_name="depth", tooltip="Depth at each input's size (kind 'depth' or metres): "
+                                                           "works with Depth to Image, Save Depth and Apply Depth ControlNet."),
+                io.Image.Output(display_name="confidence", tooltip="Confidence per pixel as a grey image (white = confident)."),
+                io.String.Output(display_name="camera_poses", tooltip="Cameras as JSON: per view 'extrinsics' (3×4 "
+                                                                      "world-to-camera) and 'intrinsics' (3×3 pixels)."),
+                Geometry.Output(display_name="geometry", tooltip="Everything above plus colours, for Geometry to Point Cloud."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, ref_view_strategy: str | None = None, process_res: int | None = None) -> bool | str:
+        if process_res is not None and process_res % 14:
+            return f"process_res must be a multiple of 14, got {process_res}"
+        return check_options(cls, ref_view_strategy=ref_view_strategy)
+
+    @classmethod
+    def execute(cls, depth_model, image: torch.Tensor, ref_view_strategy: str, process_res: int,
+                cameras: str = "") -> io.NodeOutput:
+        estimator = depth_model.require_anyview_estimator("Any-View Geometry")
+        extrinsics, intrinsics = parse_cameras(cameras or "", image.shape[0])
+        bar = comfy.utils.ProgressBar(image.shape[0])
+        res = estimator.estimate(image, extrinsics=extrinsics, intrinsics=intrinsics, ref_view_strategy=ref_view_strategy,
+                                 process_res=process_res, callback=lambda done, total: bar.update_absolute(done, total))
+        poses = json.dumps(cameras_to_json(res.extrinsics, res.intrinsics, sizes=res.input_sizes)) if res.has_cameras else "[]"
+        ui_out = None
+        if res.has_cameras:
+            temp = folder_paths.get_temp_directory()
+            folder, filename, counter, _, _ = folder_paths.get_save_image_path("anydepth/geometry", temp)
+            path = write_ply(os.path.join(folder, f"{filename}_{counter:05}_.ply"), res.point_cloud(max_points=PREVIEW_POINTS),
+                             res.frusta())
+            ui_out = {UI_KEY: [_saved(path, temp, io.FolderType.temp)]}
+        return io.NodeOutput(res.depth_result(), confidence_image(res).to(mm.intermediate_device()), poses, res, ui=ui_out)
+
+
+class GeometryToPointCloud(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyDepthGeometryToPointCloud",
+            display_name="Geometry to Point Cloud",
+            category=CATEGORY,
+            description="Fuse every view's depth into one coloured, confidence-filtered point cloud in the world frame "
+                        "and save it with the camera frusta as PLY and/or GLB in the output folder.",
+            inputs=[
+                Geometry.Input("geometry", tooltip="From Any-View Geometry."),
+                io.Combo.Input("format", options=list(FORMATS), default="ply",
+                               tooltip="ply: binary PLY (points, then 5 vertices and 8 edges per camera). glb: glTF "
+                                       "binary (points + camera lines), turned so that the first camera looks along -z."),
+                io.Float.Input("conf_percentile", default=40.0, min=0.0, max=99.0, step=1.0,
+                               tooltip="Drop the least confident pixels: this percentage of them (official default 40)."),
+                io.Int.Input("max_points", default=1_000_000, min=1, max=100_000_000,
+                             tooltip="At most this many points (a seeded random subset beyond it)."),
+                io.String.Input("filename_prefix", default="anydepth/point_cloud",
+                                tooltip="File name prefix, may hold sub-folders and %date:...% variables like Save Image."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, format: str | None = None) -> bool | str:
+        return check_options(cls, format=format)
+
+    @classmethod
+    def execute(cls, geometry: GeometryResult, format: str, conf_percentile: float, max_points: int,
+                filename_prefix: str) -> io.NodeOutput:
+        if not geometry.has_cameras:
+            raise ValueError("Geometry to Point Cloud: this geometry has no cameras (a mono / metric DA3 model without "
+                             "known cameras); use an any-view DA3 model or give cameras to Any-View Geometry")
+        cloud = geometry.point_cloud(conf_percentile=conf_percentile, max_points=max_points)
+        frusta = geometry.frusta()
+        out = folder_paths.get_output_directory()
+        folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, out)
+        stem = os.path.join(folder, f"{filename}_{counter:05}_")
+        saved: list[ui.SavedResult] = []
+        if "ply" in format.split("+"):
+            saved.append(_saved(write_ply(stem + ".ply", cloud, frusta), out, io.FolderType.output))
+        if "glb" in format.split("+"):
+            transform = glb_alignment(geometry.extrinsics[0], cloud.points)
+            saved.append(_saved(write_glb(stem + ".glb", cloud, frusta, transform=transform), out, io.FolderType.output))
+        return io.NodeOutput(ui={"point_clouds": saved, "points": [len(cloud)], "cameras": [int(frusta.shape[0])]})
