@@ -106,3 +106,14 @@ def test_strength_zero_and_bad_inputs(comfy, control_net, apply):
     with pytest.raises(ValueError, match="exactly one of image or depth"):
         apply(positive, negative, control_net, latent(4, 4), 1.0, 0.0, 1.0, "pad", image=torch.rand(1, 8, 8, 3),
               depth=DepthResult(torch.rand(1, 8, 8), "disparity", [(14, 14)], "tiny"))
+
+
+def test_da3_depth_becomes_a_near_white_hint(comfy, control_net, apply):
+    """DA3 gives depth (larger = farther); the hint must still be near = white, as for disparity."""
+    raw = torch.linspace(1.0, 4.0, 28).repeat(28, 1)[None]  # depth grows left to right
+    depth = DepthResult(raw, "depth", [(28, 28)], "tiny-da3")
+    pos, _ = apply(conditioning(1, "p"), conditioning(1, "n"), control_net, latent(4, 4), 1.0, 0.0, 1.0, "resize", depth=depth)
+    hint = pos[0][1]["control"].cond_hint_original
+    expected = fit_to_size(to_image(normalize_depth(raw, "depth", "v2_style")).movedim(-1, 1), (32, 32), "resize")
+    torch.testing.assert_close(hint, expected)
+    assert hint[0, 0, 16, 0] > 0.9 and hint[0, 0, 16, -1] < 0.1  # the near (left) side is white
