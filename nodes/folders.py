@@ -35,10 +35,11 @@ def register() -> None:
         folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | EXTENSIONS)
 
 
-def model_dirs() -> list[str]:
-    """Every folder searched, ``models/depthanything`` first: catalogue downloads go there."""
+def model_dirs(variant: Variant | None = None) -> list[str]:
+    """Every folder searched; the first receives catalogue downloads: ``models/depthanything``, or
+    ``models/depthanything3`` for a Depth Anything 3 ``variant``."""
     register()
-    first = os.path.join(folder_paths.models_dir, FOLDER_NAMES[0])
+    first = os.path.join(folder_paths.models_dir, FOLDER_NAMES[1 if variant is not None and variant.family == "da3" else 0])
     dirs = [first]
     for name in FOLDER_NAMES:
         dirs += [p for p in folder_paths.get_folder_paths(name) if p not in dirs]
@@ -50,12 +51,12 @@ def catalogue_label(variant: Variant) -> str:
     return f"{variant.name} ({variant.license})"
 
 
-FAMILIES: tuple[str, ...] = ("v1", "v2")
-"""Catalogue families the depth nodes run (Depth Anything 3 has its own any-view estimator)."""
+FAMILIES: tuple[str, ...] = ("v1", "v2", "da3")
+"""Catalogue families offered by Load Depth Model (DA3 models feed Any-View Geometry)."""
 
 
 def catalogue_labels() -> dict[str, Variant]:
-    """Dropdown entries of the downloadable V1/V2 catalogue models (variants without weights are left out)."""
+    """Dropdown entries of the downloadable catalogue models (variants without weights are left out)."""
     return {catalogue_label(v): v for v in VARIANTS.values() if v.repo_id is not None and v.family in FAMILIES}
 
 

@@ -95,12 +95,12 @@ def _file_state(path: Path) -> tuple:
 def fingerprint(option: str) -> tuple:
     """Changes whenever the model behind a dropdown entry changes on disk (ComfyUI's IS_CHANGED)."""
     try:
-        target, _ = folders.resolve(option)
+        target, variant = folders.resolve(option)
     except FileNotFoundError:
         return (option, "missing")
     if isinstance(target, str):  # catalogue name: the local copy, if any
         try:
-            target = resolve_checkpoint(target, models_dir=folders.model_dirs(), download_missing=False).path
+            target = resolve_checkpoint(target, models_dir=folders.model_dirs(variant), download_missing=False).path
         except FileNotFoundError:
             return (option, "not downloaded")
     return (option, _file_state(Path(target)))
@@ -109,13 +109,13 @@ def fingerprint(option: str) -> tuple:
 def load(option: str, dtype: str = "auto", memory: str = "managed") -> DepthModel:
     """Build (or take from the cache) the depth model for a dropdown entry.
 
-    Catalogue entries are downloaded into ``models/depthanything`` on first use; the license is
+    Catalogue entries are downloaded into ``models/depthanything`` (DA3: ``models/depthanything3``) on first use; the license is
     logged. The network is built on ComfyUI's offload device; ComfyUI moves it when it runs.
     """
     if memory not in MEMORY_MODES:
         raise ValueError(f"unknown memory mode {memory!r}; expected one of {', '.join(MEMORY_MODES)}")
     target, variant = folders.resolve(option)
-    resolved = resolve_checkpoint(target, models_dir=folders.model_dirs())
+    resolved = resolve_checkpoint(target, models_dir=folders.model_dirs(variant))
     variant = variant or resolved.variant
     load_device = mm.get_torch_device()
     torch_dtype = comfy_dtype(dtype, load_device)

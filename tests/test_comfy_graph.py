@@ -214,7 +214,10 @@ def test_model_dropdown_lists_files_and_catalogue_with_licenses(comfy, models):
     options = folders.model_options()
     assert "depth_anything_v2_vits.pth" in options and "sub/custom_depth.pth" in options
     assert "v2-small (Apache-2.0)" in options and "v2-large (CC-BY-NC-4.0)" in options
-    assert not any(o.startswith(("v2-giant", "da3")) for o in options)  # no published weights / not a V1-V2 network
+    assert not any(o.startswith("v2-giant") for o in options)  # no published weights
+    assert "da3-small (Apache-2.0)" in options and "da3-large (CC-BY-NC-4.0)" in options
+    da3_small = folders.catalogue_labels()["da3-small (Apache-2.0)"]
+    assert folders.model_dirs(da3_small)[0] == str(comfy.models_dir / "depthanything3")  # DA3 downloads land here
     assert options.index("sub/custom_depth.pth") < options.index("v2-small (Apache-2.0)")
     assert folders.model_dirs()[0] == str(comfy.models_dir / "depthanything")  # downloads land here
     assert folders.resolve("sub/custom_depth.pth")[0] == extra / "sub" / "custom_depth.pth"
