@@ -7,8 +7,8 @@ functions make the choice explicit:
 * ``"pad"``: scale to fit inside the target keeping the aspect ratio, then pad the borders with
   ``pad_value`` (0 = black = "far" for a depth control image). Nothing is lost or distorted.
 * ``"resize"``: stretch to the target size. Nothing is lost; shapes are distorted.
-* ``"crop"``: scale to cover the target keeping the aspect ratio, then cut the overflow equally
-  from both sides (what ComfyUI does implicitly).
+* ``"crop"``: cut the centre region with the target's aspect ratio, then scale it to the target
+  (what ComfyUI does implicitly).
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ def fit_to_size(
     if images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
         raise ValueError(f"images is empty (shape {tuple(images.shape)})")
     dh, dw = _check_size(size, "size")
-    ih, iw, top, left = fit_box(tuple(images.shape[-2:]), (dh, dw), mode)
+    if mode == "crop":
+        # Cut the centre region with the target aspect first, then resample only what is kept.
+        images = _centre_crop_to_aspect(images, dh, dw)
+    ih, iw, top, left = fit_box(tuple(images.shape[-2:]), (dh, dw), "resize" if mode == "crop" else mode)
     x = images
     if (ih, iw) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(ih, iw), mode="bilinear", align_corners=False, antialias=antialias)
@@ -124,6 +127,16 @@ def fit_to_size(
         x = x.clone()
     if mode == "pad":
         return F.pad(x, (left, dw - iw - left, top, dh - ih - top), value=float(pad_value))
-    if mode == "crop":
-        return x[..., -top:-top + dh, -left:-left + dw].contiguous()
     return x
+
+
+def _centre_crop_to_aspect(images: Tensor, dh: int, dw: int) -> Tensor:
+    """The centred ``[..., h', w']`` view whose aspect ratio is ``dh : dw`` (one side kept whole)."""
+    h, w = images.shape[-2:]
+    if w * dh > h * dw:  # relatively wider than the target: keep the full height
+        cw = max(1, round(h * dw / dh))
+        x0 = (w - cw) // 2
+        return images[..., :, x0:x0 + cw]
+    ch = max(1, round(w * dh / dw))
+    y0 = (h - ch) // 2
+    return images[..., y0:y0 + ch, :]

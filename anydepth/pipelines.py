@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .estimator import DepthEstimator, DepthResult
+from .fit import fit_to_size as fit_images
 from .kinds import check_kind
 from .memory import empty_cache
 from .normalize import NORMALIZE_MODES, normalize_depth, to_pil
@@ -215,22 +216,7 @@ def fit_to_size(x: Tensor, size: tuple[int, int], fit: str = "crop") -> Tensor:
     """
     if fit not in FITS:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
-    th, tw = size
-    h, w = x.shape[-2:]
-    if fit == "crop" and h * tw != w * th:
-        if w * th > h * tw:  # source wider than target: keep the full height
-            cw = max(1, round(h * tw / th))
-            x0 = (w - cw) // 2
-            x = x[..., :, x0:x0 + cw]
-        else:
-            ch = max(1, round(w * th / tw))
-            y0 = (h - ch) // 2
-            x = x[..., y0:y0 + ch, :]
-        h, w = x.shape[-2:]
-    if (h, w) == (th, tw):
-        return x.clone()
-    shrinking = th < h or tw < w
-    return F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=shrinking)
+    return fit_images(x, tuple(size), {"crop": "crop", "stretch": "resize"}[fit])
 
 
 # --------------------------------------------------------------------------------------------------
