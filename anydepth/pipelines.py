@@ -34,7 +34,6 @@ import re
 from typing import Any, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .estimator import DepthEstimator, DepthResult
