@@ -23,8 +23,11 @@ _CHANNELS = (1, 2, 3, 4)
 
 def _pil_to_tensor(img) -> torch.Tensor:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max())))
-        return torch.from_numpy(a)[None, None].expand(1, 3, -1, -1).contiguous()
+        # 16-bit grayscale (Pillow opens some 16-bit PNGs as mode "I"): 0..65535 -> 0..1.
+        a = np.asarray(img, dtype=np.float32)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"a 32-bit integer image with values {a.min():g}..{a.max():g}; expected 16-bit 0..65535")
+        return torch.from_numpy(a / 65535.0)[None, None].expand(1, 3, -1, -1).contiguous()
     if img.mode == "F":
         return _float_array_to_tensor(np.asarray(img, dtype=np.float32)[..., None], "PIL image (mode F)")
     if img.mode != "RGB":

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 
 from .catalog import Variant, get_variant, variant_for_file, VARIANTS
-from .kinds import DISPARITY, METRIC_DEPTH, DepthKind, check_kind
+from .kinds import DISPARITY, METRIC_DEPTH, check_kind
 from .models import ARCHS, ArchConfig, DepthAnything, ModelConfig, create_model, layer_indices
 from .models.da3 import DA3Config, NestedDA3Config, da3_preset
 from .models.dinov2 import pos_grid_for

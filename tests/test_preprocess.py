@@ -123,3 +123,11 @@ def test_resize_depth_back_to_input_size():
     assert up.shape == (1, 3, 3)
     assert up[0, 1, 1] == pytest.approx(1.5)  # align_corners=True keeps the corner values
     assert up[0, 0, 0] == 0 and up[0, 2, 2] == 3
+
+
+def test_32bit_integer_images_are_read_as_16_bit():
+    img = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.int32), mode="I")
+    (t,) = to_tensor_list(img)
+    torch.testing.assert_close(t[0, 0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]))
+    with pytest.raises(ValueError, match="16-bit"):
+        to_tensor_list(Image.fromarray(np.array([[70000]], dtype=np.int32), mode="I"))
