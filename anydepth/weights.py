@@ -113,10 +113,10 @@ def download(variant: Variant, target_dir: Path, revision: str | None = None) ->
     try:
         for f in variant.files:
             hf_hub_download(variant.repo_id, f, revision=revision, local_dir=dest)
+    except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: the hub was not reachable
+        raise WeightsNotFoundError(_not_local_message(variant, target_dir) + f" (the hub could not be reached: {e})") from e
     except (EntryNotFoundError, RepositoryNotFoundError) as e:
         raise WeightsNotFoundError(f"{variant.name}: {variant.repo_id} has no {variant.files} at revision {revision or 'main'} ({e})") from e
-    except LocalEntryNotFoundError as e:
-        raise WeightsNotFoundError(_not_local_message(variant, target_dir) + f" (the hub could not be reached: {e})") from e
     return dest if variant.is_directory else dest / variant.weights_file
 
 

@@ -92,3 +92,19 @@ def test_interrupted_transfer_leaves_no_truncated_checkpoint(tmp_path, monkeypat
     path = tmp_path / "models" / "depth_anything_v2_vits.pth"
     assert path.read_bytes() == hub_files[REPO]["depth_anything_v2_vits.pth"].read_bytes()
     assert net.config.arch.embed_dim == 128
+
+
+def test_unreachable_hub_says_so_and_where_to_put_the_file(tmp_path, monkeypatch):
+    """No network: huggingface_hub raises LocalEntryNotFoundError (an EntryNotFoundError subclass)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline_download(*args, **kwargs):
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline_download)
+    with pytest.raises(WeightsNotFoundError) as e:
+        load_model("v2-small", models_dir=tmp_path / "models")
+    assert "could not be reached" in str(e.value) and "not present locally" in str(e.value)
+    assert "has no" not in str(e.value)
