@@ -1,9 +1,13 @@
 """anydepth: Depth Anything for ComfyUI, diffusers and plain Python.
 
 Example:
-    >>> from anydepth import DepthEstimator, normalize_depth  # doctest: +SKIP
-    >>> result = DepthEstimator("v2-small").estimate("photo.jpg")  # doctest: +SKIP
-    >>> control = normalize_depth(result.depth, result.kind, "v2_style")  # doctest: +SKIP
+    >>> from anydepth import DepthEstimator, normalize_depth
+    >>> result = DepthEstimator("v2-small").estimate("photo.jpg")  # downloaded on first use
+    >>> result.kind, result.units
+    ('disparity', 'relative')
+    >>> control = normalize_depth(result.depth, result.kind, "v2_style")  # near = 1, far = 0
+    >>> control.shape  # [images, height, width], at the photo's own size
+    torch.Size([1, 45, 61])
 """
 
 from .catalog import DEFAULT_MODEL, VARIANTS, Variant, get_variant

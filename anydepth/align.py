@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kinds import DISPARITY, check_kind
+
 __all__ = [
     "ROBUST",
     "SPACES",
@@ -52,6 +54,7 @@ __all__ = [
     "abs_rel",
     "align_scale_shift",
     "align_to_points",
+    "aligned_kind",
     "delta1",
     "evaluate_depth",
     "fit_scale_shift",
@@ -364,6 +367,34 @@ def align_scale_shift(
         raise ValueError(f"eps must be > 0, got {eps}")
     p = fit_scale_shift(pred, ref, mask, space=space, robust=robust, trim=trim, iters=iters)
     return Aligned(_apply(pred, p, space, max_depth, eps), p.scale, p.shift)
+
+
+def aligned_kind(kind: str, reference_kind: str, space: str = "direct") -> str:
+    """The kind of ``kind`` depth aligned to a ``reference_kind`` reference in ``space``: the reference's kind.
+
+    The fit only makes sense when both run in one direction: ``"direct"`` needs both disparities (larger =
+    nearer) or both depths (larger = farther); ``"disparity"`` aligns a disparity to a depth.
+
+    Raises:
+        ValueError: the kinds do not suit ``space``, saying which space to use.
+
+    Example:
+        >>> aligned_kind("disparity", "metric_depth", "disparity")
+        'metric_depth'
+        >>> aligned_kind("disparity", "metric_depth", "direct")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: depth (disparity) and reference (metric_depth) run in opposite directions ...
+    """
+    kind, reference_kind = check_kind(kind), check_kind(reference_kind)
+    space = _check_choice(space, "space", SPACES)
+    if space == "disparity" and (kind != DISPARITY or reference_kind == DISPARITY):
+        raise ValueError(f"space 'disparity' aligns a disparity depth to a reference in depth units; got depth of "
+                         f"kind {kind} and a reference of kind {reference_kind}: use space 'direct'")
+    if space == "direct" and (kind == DISPARITY) != (reference_kind == DISPARITY):
+        raise ValueError(f"depth ({kind}) and reference ({reference_kind}) run in opposite directions "
+                         "(disparity: larger = nearer); use space 'disparity' to align a disparity to a depth")
+    return reference_kind
 
 
 def sample_depth(depth: Tensor, points: Tensor) -> Tensor:

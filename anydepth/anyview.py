@@ -18,6 +18,9 @@ does, on batched tensors:
 
 Memory: the backbone holds every view's tokens at once (cross-view attention); the per-view parts
 (within-view blocks, MLPs, the DPT head) run ``chunk`` views at a time. See the README for figures.
+A view's network size is capped by a token budget (``max_tokens``, as for
+:class:`~anydepth.estimator.DepthEstimator`); the ``chunk`` (or batch) is sized to the free memory
+before the pass, and on the CPU a scene that does not fit even one view at a time is refused.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cameras import camera_centers, to_homogeneous
 from .catalog import VARIANTS
 from .kinds import DEPTH, METRIC_DEPTH, UNITS, DepthKind
-from .memory import MemoryPolicy, is_oom, make_policy, resolve_dtype
+from .memory import (MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
+                     retry_halving_on_oom, run_in_batches)
 from .models.da3 import (
     REF_VIEW_STRATEGIES,
     DA3Output,
@@ -43,7 +48,8 @@ from .models.da3 import (
     fill_sky,
     scale_metric_depth,
 )
-from .preprocess import ImageInput, resize_depth, to_tensor_list
+from .preprocess import (ImageInput, capped_size, check_max_tokens, resize_depth, resolve_max_tokens, to_tensor_list,
+                         token_count, warn_capped)
 
 if TYPE_CHECKING:
     from .estimator import DepthResult
@@ -59,6 +65,7 @@ __all__ = [
     "AnyViewEstimator",
     "GeometryResult",
     "area_resize",
+    "da3_network_size",
     "da3_processed_size",
     "normalize_extrinsics",
     "prepare_views",
@@ -105,6 +112,24 @@ def da3_processed_size(height: int, width: int, process_res: int = 504, method: 
         scale = process_res / float(side)
         h1, w1 = max(1, round(height * scale)), max(1, round(width * scale))
     return (h1, w1), (max(patch, _nearest_multiple(h1, patch)), max(patch, _nearest_multiple(w1, patch)))
+
+
+def da3_network_size(height: int, width: int, process_res: int = 504, method: str = "upper_bound_resize",
+                     max_tokens: int = 0, patch: int = 14) -> tuple[int, int]:
+    """The network size of :func:`da3_processed_size`, or the :func:`~anydepth.preprocess.capped_size`
+    of the image when that has more than ``max_tokens`` patches (``0``: no cap).
+
+    Only ``lower_bound_resize`` can exceed a budget of a few times ``(process_res / 14)²``: the upper
+    bound keeps the longer side at ``process_res``.
+
+    Example:
+        >>> da3_network_size(2, 3000, 504, "lower_bound_resize"), da3_network_size(2, 3000, 504, "lower_bound_resize", 5184)
+        ((504, 756000), (14, 21000))
+    """
+    size = da3_processed_size(height, width, process_res, method, patch)[1]
+    if max_tokens and token_count(size, patch) > max_tokens:
+        return capped_size(height, width, max_tokens, patch)
+    return size
 
 
 def _area_weights(src: int, dst: int, device, dtype) -> torch.Tensor:
@@ -185,12 +210,6 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     return t.double()
 
 
-def _homogeneous(ext: torch.Tensor) -> torch.Tensor:
-    out = torch.eye(4, dtype=ext.dtype, device=ext.device).repeat(ext.shape[0], 1, 1)
-    out[:, :3] = ext[:, :3]
-    return out
-
-
 def normalize_extrinsics(extrinsics: torch.Tensor) -> torch.Tensor:
     """Known world-to-camera poses in the frame the camera encoder was trained with (official rule).
 
@@ -199,7 +218,7 @@ def normalize_extrinsics(extrinsics: torch.Tensor) -> torch.Tensor:
 
     Shape: ``[N, 3|4, 4]`` -> ``[N, 4, 4]``.
     """
-    ext = _homogeneous(extrinsics)
+    ext = to_homogeneous(extrinsics)
     norm = ext @ torch.linalg.inv(ext[:1])
     dist = torch.linalg.inv(norm)[:, :3, 3].norm(dim=-1)
     norm[:, :3, 3] = norm[:, :3, 3] / torch.median(dist).clamp_min(0.1)
@@ -228,11 +247,6 @@ def umeyama_sim3(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, to
     r = u @ torch.diag(sign) @ vt
     s = float((d * sign).sum() / var_s)
     return r, mu_d - s * r @ mu_s, s
-
-
-def _centres(ext: torch.Tensor) -> torch.Tensor:
-    r, t = ext[:, :3, :3], ext[:, :3, 3:]
-    return (-r.transpose(1, 2) @ t)[..., 0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,44 +345,34 @@ class GeometryResult:
 # Estimator
 
 
-def estimate_activation_bytes(config, views: int, size: tuple[int, int], dtype: torch.dtype, chunk: int | None) -> int:
-    """Rough peak activation memory of one DA3 forward pass.
-
-    Backbone: every view's tokens stay resident (cross-view attention): the four stored head inputs
-    (2× width each) plus about 12 working copies of the token width. Head: ``chunk`` views at a time,
-    the last full-resolution maps (``features / 2 + 32`` channels) plus the fusion pyramid. Calibrated
-    on measured peaks (``bench/bench_da3.py`` memory figures), which it slightly overestimates.
-    """
-    a = config.arch
-    h, w = size
-    tokens = (h // a.patch_size) * (w // a.patch_size) + 1
-    elem = torch.finfo(dtype).bits // 8
-    per_view_tokens = tokens * a.embed_dim * (4 * 2 + 12)
-    head_views = views if chunk is None else min(chunk, views)
-    return elem * (views * per_view_tokens + head_views * h * w * (a.features + 32))
-
-
 class AnyViewEstimator:
     """Depth Anything 3 inference for any number of views: depth, confidence, cameras.
 
     Args:
         model: DA3 catalogue name (``anydepth info``), a DA3 folder / ``model.safetensors``, or a built
-            :class:`~anydepth.models.da3.DepthAnything3` / ``NestedDepthAnything3``.
+            :class:`~anydepth.models.da3.DepthAnything3` / ``NestedDepthAnything3``. A built network is used
+            as is, not copied: the estimator casts it to ``dtype`` in place, sets it to eval mode, and its
+            memory policy moves it between devices (pass ``copy.deepcopy(net)`` to keep your own module unchanged).
         device: compute device (default CUDA, then MPS, then CPU).
         dtype: ``"auto" | "fp32" | "fp16" | "bf16"`` or a torch dtype (see :func:`anydepth.memory.resolve_dtype`).
         process_res: the longer side the network sees (504 as the official default; multiple of 14 after rounding).
         process_res_method: ``"upper_bound_resize"`` (official default) or ``"lower_bound_resize"``.
+        max_tokens: token budget of one view's network input, in 14×14 patches: ``None`` (default) four times
+            the tokens of a ``process_res`` square, ``0`` no cap. Only ``lower_bound_resize`` reaches it (a thin
+            strip); such views run at the largest size of their aspect ratio within it, with one warning.
         chunk: views per pass through the per-view parts of the network (memory bound, same numbers);
-            halved on out-of-memory.
+            lowered to fit the free memory before the pass, halved on out-of-memory.
         batch_size: views per forward pass of mono / metric models (independent images).
-        memory: ``"keep"``, ``"offload"`` or a :class:`~anydepth.memory.MemoryPolicy`.
+        memory: ``"keep"``, ``"offload"`` or a :class:`~anydepth.memory.MemoryPolicy`. Its ``check_interrupt``
+            runs between batches and between the network's blocks (so between chunks of views too).
         models_dir, revision: where to look for / download weights, and a hub revision pin.
         output_device: where results are returned (CPU by default).
 
     Example:
-        >>> est = AnyViewEstimator("da3-small")  # doctest: +SKIP
-        >>> res = est.estimate(["a.jpg", "b.jpg", "c.jpg"])  # doctest: +SKIP
-        >>> res.depth.shape, res.extrinsics.shape, res.intrinsics.shape  # doctest: +SKIP
+        >>> est = AnyViewEstimator("da3-small")
+        >>> res = est.estimate(["a.jpg", "b.jpg", "c.jpg"])
+        >>> res.depth.shape, res.extrinsics.shape, res.intrinsics.shape
+        (torch.Size([3, 45, 61]), torch.Size([3, 3, 4]), torch.Size([3, 3, 3]))
     """
 
     def __init__(
@@ -379,6 +383,7 @@ class AnyViewEstimator:
         dtype: str | torch.dtype = "auto",
         process_res: int = 504,
         process_res_method: str = "upper_bound_resize",
+        max_tokens: int | None = None,
         chunk: int | None = 8,
         batch_size: int = 8,
         memory: str | MemoryPolicy = "keep",
@@ -406,6 +411,7 @@ class AnyViewEstimator:
         da3_processed_size(504, 504, process_res, process_res_method)  # validates early
         self.process_res = process_res
         self.process_res_method = process_res_method
+        self.max_tokens = check_max_tokens(max_tokens)
         self.chunk = _check_chunk(chunk)
         self.batch_size = _check_chunk(batch_size, "batch_size")
         self.output_device = torch.device(output_device)
@@ -425,9 +431,8 @@ class AnyViewEstimator:
 
     def memory_required(self, views: int, size: tuple[int, int]) -> int:
         """Bytes for weights plus activations of ``views`` views at network ``size``."""
-        cfg = self.config.anyview_config if isinstance(self.model, NestedDepthAnything3) else self.config
         n = views if self.anyview else min(views, self.batch_size)
-        return self.weight_bytes + estimate_activation_bytes(cfg, n, size, self.dtype, self.chunk)
+        return self.weight_bytes + estimate_activation_bytes(self.config, n, size, self.dtype, self.chunk)
 
     @torch.inference_mode()
     def estimate(
@@ -440,6 +445,7 @@ class AnyViewEstimator:
         process_res: int | None = None,
         align_to_input_scale: bool = True,
         callback: ProgressCallback | None = None,
+        max_tokens: int | None = None,
     ) -> GeometryResult:
         """Depth, confidence and cameras for ``images`` (one scene of N views).
 
@@ -454,6 +460,11 @@ class AnyViewEstimator:
             align_to_input_scale: with known poses, return them and rescale the depth to their units
                 (official default); ``False`` keeps the prediction's frame and maps the given cameras into it.
             callback: ``callback(done, total)`` after each forward pass.
+            max_tokens: override the estimator's ``max_tokens`` for this call.
+
+        Raises:
+            InsufficientMemoryError: on the CPU, when the scene does not fit the host memory even one view per
+                chunk (the message names the views, their size and the options to change).
         """
         if ref_view_strategy not in REF_VIEW_STRATEGIES:
             raise ValueError(f"unknown ref_view_strategy {ref_view_strategy!r}; expected one of {', '.join(REF_VIEW_STRATEGIES)}")
@@ -461,8 +472,10 @@ class AnyViewEstimator:
         tensors = to_tensor_list(images)
         sizes = [tuple(t.shape[-2:]) for t in tensors for _ in range(t.shape[0])]
         n = len(sizes)
-        size = da3_processed_size(*sizes[0], process_res, self.process_res_method)[1]
-        if any(da3_processed_size(*s, process_res, self.process_res_method)[1] != size for s in sizes):
+        budget = resolve_max_tokens(self.max_tokens if max_tokens is None else max_tokens, process_res)
+        size = da3_network_size(*sizes[0], process_res, self.process_res_method, budget)
+        warn_capped([(sizes[0], da3_processed_size(*sizes[0], process_res, self.process_res_method)[1], size)], budget)
+        if any(da3_network_size(*s, process_res, self.process_res_method, budget) != size for s in sizes):
             log.warning("views of different shapes: all are resized to %s×%s (the first view's network size)", size[1], size[0])
         ext_in = _check_cameras(extrinsics, n, "extrinsics", ((3, 4), (4, 4)))
         k_in = _check_cameras(intrinsics, n, "intrinsics", ((3, 3),))
@@ -474,17 +487,19 @@ class AnyViewEstimator:
         device = self.policy.acquire(self.model, self.memory_required(n, size))
         try:
             self.policy.check_interrupt()
+            per_pass = self._fit_memory(n, size, sizes[0], device)  # before anything of the size of the pass exists
             cfg = self.config
             seen = torch.cat([resize_views(part.to(device), size, process_res=process_res, method=self.process_res_method)
                               for t in tensors for part in t.split(8)])  # a few views at a time at input size
             x = _normalize(seen, cfg.mean, cfg.std, self.dtype)
             seen = seen.to(self.output_device)
-            if self.anyview:
-                out = self._run_scene(x, ext_in, k_proc, ref_view_strategy, device, size)
-                if callback is not None:
-                    callback(n, n)
-            else:
-                out = self._run_independent(x, device, size, callback)
+            with interrupt_checks(self.model, self.policy.check_interrupt):  # between blocks and chunks of views
+                if self.anyview:
+                    out = self._run_scene(x, ext_in, k_proc, ref_view_strategy, device, size, per_pass)
+                    if callback is not None:
+                        callback(n, n)
+                else:
+                    out = self._run_independent(x, device, size, callback, per_pass)
         finally:
             self.policy.release(self.model)
         return self._finish(out, seen, sizes, size, ext_in, k_in, k_proc, align_to_input_scale)
@@ -493,51 +508,48 @@ class AnyViewEstimator:
 
     # -- the network --------------------------------------------------------------------------
 
-    def _run_scene(self, x, ext_in, k_proc, strategy, device, size) -> DA3Output:
+    def _fit_memory(self, n: int, size: tuple[int, int], first: tuple[int, int], device: torch.device) -> int:
+        """Views per chunk (any-view) or per batch (mono / metric) that fit the free memory.
+
+        Raises:
+            InsufficientMemoryError: on the CPU, when one view per chunk / batch does not fit.
+        """
+        shape = f"{n} view(s) of {first[1]}×{first[0]} px (width×height) at network size {size[1]}×{size[0]}"
+        advice = ("use fewer views, a lower process_res (--process-res) or max_tokens (--max-tokens), dtype bf16, "
+                  "or free memory")
+        free, refuse = self.policy.free_bytes(), device.type == "cpu"
+        if self.anyview:  # every view's tokens stay resident; the chunk bounds the per-view parts
+            need = lambda chunk: estimate_activation_bytes(self.config, n, size, self.dtype, chunk)  # noqa: E731
+            return fit_batch(self.chunk or n, need, free, refuse=refuse, what=shape, advice=advice)
+        need = lambda batch: estimate_activation_bytes(self.config, batch, size, self.dtype, self.chunk)  # noqa: E731
+        return fit_batch(min(self.batch_size, n), need, free, refuse=refuse, what=shape, advice=advice)
+
+    def _run_scene(self, x, ext_in, k_proc, strategy, device, size, chunk: int) -> DA3Output:
         ext_t = k_t = None
         if ext_in is not None:
             if k_proc is None:
                 raise ValueError("known extrinsics need intrinsics too (the camera encoder needs the field of view); pass intrinsics=")
             ext_t = normalize_extrinsics(ext_in).float().to(device)[None]
             k_t = k_proc.float().to(device)[None]
-        chunk = self.chunk
-        while True:
-            try:
-                return self.model(x[None], ext_t, k_t, ref_view_strategy=strategy, chunk=chunk)
-            except Exception as e:
-                if not is_oom(e):
-                    raise
-                if chunk == 1:
-                    raise torch.OutOfMemoryError(
-                        f"out of memory on {device} with {x.shape[0]} views at {size[1]}×{size[0]} even one view at a time; "
-                        "use fewer views, a lower process_res, dtype fp16/bf16, or free memory used by other models"
-                    ) from e
-                del e
-                self.policy.on_oom()
-                chunk = max(1, (chunk or x.shape[0]) // 2)
-                log.warning("out of memory: retrying with %d views per chunk", chunk)
+        # chunk=None (all views at once) runs the same code as chunk = number of views
+        out, _ = retry_halving_on_oom(
+            lambda chunk: self.model(x[None], ext_t, k_t, ref_view_strategy=strategy, chunk=chunk),
+            chunk, self.policy, unit="views per chunk",
+            message=f"out of memory on {device} with {x.shape[0]} views at {size[1]}×{size[0]} even one view at a time; "
+                    "use fewer views, a lower process_res, dtype fp16/bf16, or free memory used by other models")
+        return out
 
-    def _run_independent(self, x, device, size, callback) -> DA3Output:
+    def _run_independent(self, x, device, size, callback, batch_size: int) -> DA3Output:
         n = x.shape[0]
         parts: list[DA3Output] = []
-        bs, start = self.batch_size, 0
-        while start < n:
-            self.policy.check_interrupt()
-            try:
-                parts.append(self.model(x[start:start + bs, None], chunk=self.chunk))
-            except Exception as e:
-                if not is_oom(e):
-                    raise
-                if bs == 1:
-                    raise torch.OutOfMemoryError(f"out of memory on {device} even with one view at {size[1]}×{size[0]}; "
-                                                 "lower process_res or use fp16/bf16") from e
-                del e
-                self.policy.on_oom()
-                bs = max(1, bs // 2)
-                continue
-            start += bs
+        batches = run_in_batches(
+            lambda start, bs: self.model(x[start:start + bs, None], chunk=self.chunk), n, batch_size, self.policy,
+            unit="views per batch", message=f"out of memory on {device} even with one view at {size[1]}×{size[0]}; "
+                                            "lower process_res or use fp16/bf16")
+        for _, stop, part in batches:
+            parts.append(part)
             if callback is not None:
-                callback(min(start, n), n)
+                callback(stop, n)
         cat = lambda k: None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts])
         return DA3Output(cat("depth").transpose(0, 1), sky=cat("sky").transpose(0, 1))
 
@@ -567,21 +579,21 @@ class AnyViewEstimator:
             if k_proc is not None:
                 k = k_proc.to(depth.device)
             if ext_in is not None:
-                ext = _homogeneous(ext_in)[:, :3].to(depth.device)
+                ext = to_homogeneous(ext_in)[:, :3].to(depth.device)
         if cfg.camera and ext_in is None and k_in is not None:
             notes.append("intrinsics without extrinsics are not used by any-view models (as in the official code); "
                          "the returned intrinsics are predicted")
         if cfg.camera and ext_in is not None:
             # pred ≈ s·R·given + t  (official: Umeyama of the given poses onto the predicted ones)
-            r, t, s = umeyama_sim3(_centres(_homogeneous(ext_in)), _centres(ext.cpu()))
+            r, t, s = umeyama_sim3(camera_centers(ext_in), camera_centers(ext.cpu()))
             if align:
                 depth = depth / s
-                ext = _homogeneous(ext_in)[:, :3].to(depth.device)
+                ext = to_homogeneous(ext_in)[:, :3].to(depth.device)
                 scale_factor = s
             else:
                 sim = torch.eye(4, dtype=torch.float64)
                 sim[:3, :3], sim[:3, 3] = s * r, t
-                c2w = torch.linalg.inv(_homogeneous(ext_in))
+                c2w = torch.linalg.inv(to_homogeneous(ext_in))
                 c2w_new = sim @ c2w
                 c2w_new[:, :3, :3] = r @ c2w[:, :3, :3]
                 ext = torch.linalg.inv(c2w_new)[:, :3].to(depth.device)

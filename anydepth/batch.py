@@ -19,27 +19,29 @@ an interrupted run picks up where it stopped. ``overwrite=True`` recomputes ever
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from .estimator import DepthEstimator, DepthResult
-from .io import list_images, read_image, save_npy, save_png8, save_png16
+from .export import OUTPUT_FORMATS, SUFFIX, check_format, is_raw_format, save_control_image, save_depth
+from .io import list_images, read_image
 from .kinds import METRIC_DEPTH
 from .normalize import COLORMAPS, NORMALIZE_MODES, apply_colormap, normalize_depth, to_uint8, to_uint16
 
 __all__ = ["ENGINES", "FORMATS", "BatchReport", "ChunkWorker", "OutputSpec", "plan_chunks", "plan_jobs", "run_batch",
            "run_local", "run_ray"]
 
-FORMATS: tuple[str, ...] = ("png16", "png8", "npy")
-"""``png16``/``png8``: the normalised control image; ``npy``: the raw float32 depth (never normalised)."""
-SUFFIX = {"png16": ".png", "png8": ".png", "npy": ".npy"}
+FORMATS: tuple[str, ...] = OUTPUT_FORMATS
+"""Control images (``control_png16``, ``control_png8``) and raw depth (``npy``, ``npz``, ``exr``, ``depth_png16``),
+see :mod:`anydepth.export`."""
 ENGINES: tuple[str, ...] = ("local", "ray")
 
 Job = tuple[Path, Path]
@@ -47,7 +49,7 @@ Job = tuple[Path, Path]
 
 
 # --------------------------------------------------------------------------------------------------
-# planning
+# planning: where every output goes (one layout for every command, collision-free)
 
 
 def _read_list_file(path: Path) -> list[Path]:
@@ -70,58 +72,146 @@ def _common_root(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
 
 
-def plan_jobs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, fmt: str = "png16", *,
-              recursive: bool = False) -> list[Job]:
-    """Pair every input image with its output file.
+def _is_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
 
-    Inputs are folders (their images; sub-folders with ``recursive``), glob patterns, image files,
-    or ``.txt`` files listing one image path per line (relative to the list's folder). Outputs mirror
-    each input's folder structure under ``out`` as ``<stem>_depth.png`` / ``.npy``; images that share
-    a stem in one folder (``a.png``, ``a.jpg``) keep their extension in the name (``a_png_depth.png``).
+
+def plan_layout(inputs: Sequence[str | os.PathLike], *, recursive: bool = False,
+                exclude: str | os.PathLike | None = None) -> list[tuple[Path, PurePosixPath]]:
+    """Every input image with the output stem it gets, relative to the output folder; no two collide.
+
+    The rules, the same for every command that writes one output per image:
+
+    * a **folder** ``F``: each image keeps its path relative to the folder's parent, so
+      ``F/sub/x.png`` -> ``F/sub/x`` (two folders holding ``x.png`` give ``a/x`` and ``b/x``);
+    * a **glob pattern** or a ``.txt`` **list** (one path per line, relative to the list): paths relative to the
+      matches' common folder;
+    * **image files** given one by one: their stem (``x``).
+
+    Clashes left after that are resolved, never refused: images of one folder sharing a stem keep their
+    extension (``x_png``, ``x_jpg``), and anything still equal gets ``_2``, ``_3`` ... in input order. An image
+    listed twice is computed once. Images under ``exclude`` (the output folder) are skipped, so outputs written
+    inside an input folder are never read back as inputs.
 
     Args:
-        inputs: the dataset.
-        out: output root folder.
-        fmt: one of :data:`FORMATS`.
-        recursive: descend into sub-folders.
+        inputs: folders, glob patterns, image files or ``.txt`` lists.
+        recursive: descend into sub-folders (and let ``**`` span folders).
+        exclude: a folder whose images are not inputs (the output folder).
 
     Returns:
-        ``(source, output)`` pairs in input order.
+        ``(source, stem)`` pairs in input order; ``stem`` is a relative POSIX path without suffix.
 
     Raises:
-        ValueError: nothing found, an unknown format, or two inputs mapping to one output file.
+        ValueError: an input that does not exist or holds no image, naming it.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("a/x.png", "b/x.png", "b/x.jpg"):
+        ...     (root / name).parent.mkdir(exist_ok=True); _ = (root / name).write_bytes(b"")
+        >>> [str(stem) for _, stem in plan_layout([root / "a", root / "b"])]
+        ['a/x', 'b/x_jpg', 'b/x_png']
+        >>> [str(stem) for _, stem in plan_layout([root / "a/x.png", root / "b/x.png"])]
+        ['x', 'x_2']
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = Path(out)
-    pairs: list[tuple[Path, Path]] = []  # (source, path relative to out, without the name suffix)
+    skip = Path(os.fspath(exclude)).resolve() if exclude is not None else None
+    pairs: list[tuple[Path, PurePosixPath]] = []
+    seen_sources: set[Path] = set()
     for spec in inputs:
         p = Path(os.path.expanduser(os.fspath(spec)))
         if p.suffix.lower() == ".txt" and p.is_file():
             images = _read_list_file(p)
             root = _common_root(images)
         elif p.is_dir():
-            images, root = list_images(p, recursive=recursive), p
+            images = list_images(p, recursive=recursive)
+            root = p.absolute().parent if p.resolve().name else p.absolute()
+        elif p.is_file():
+            images, root = [p], p.absolute().parent
         else:
             images = list_images(p, recursive=recursive)
             root = _common_root(images)
-        pairs += [(src, src.absolute().relative_to(root.absolute())) for src in images]
-    stems: dict[tuple[Path, str], int] = {}
-    for _, rel in pairs:
-        key = (rel.parent, rel.stem)
-        stems[key] = stems.get(key, 0) + 1
-    jobs: list[Job] = []
-    seen: dict[Path, Path] = {}
-    for src, rel in pairs:
-        unique = stems[(rel.parent, rel.stem)] == 1
-        name = (f"{rel.stem}_depth" if unique else f"{rel.stem}_{rel.suffix[1:]}_depth") + SUFFIX[fmt]
-        dst = out / rel.parent / name
-        if dst in seen:
-            raise ValueError(f"{seen[dst]} and {src} would both be written to {dst}; "
-                             "run the folders separately or list the images in one .txt file")
-        seen[dst] = src
-        jobs.append((src, dst))
-    return jobs
+        for src in images:
+            key = src.resolve()
+            if key in seen_sources or (skip is not None and _is_inside(src, skip)):
+                continue
+            seen_sources.add(key)
+            rel = PurePosixPath(src.absolute().relative_to(root).as_posix())
+            pairs.append((src, rel))
+    if not pairs:
+        raise ValueError(f"no images to process in {', '.join(map(str, inputs))}" +
+                         (f" (images inside the output folder {skip} are not inputs)" if skip else ""))
+    groups: dict[PurePosixPath, list[int]] = {}
+    for i, (_, rel) in enumerate(pairs):
+        groups.setdefault(rel.parent / rel.stem, []).append(i)
+    stems: list[PurePosixPath] = [PurePosixPath()] * len(pairs)
+    for stem, members in groups.items():
+        suffixes = [pairs[i][1].suffix for i in members]
+        for i in members:
+            clash = len(members) > 1 and suffixes.count(pairs[i][1].suffix) < len(members)
+            stems[i] = stem.parent / f"{stem.name}_{pairs[i][1].suffix[1:].lower()}" if clash else stem
+    stems = unique_stems(stems)
+    return [(src, stem) for (src, _), stem in zip(pairs, stems)]
+
+
+def unique_stems(stems: Sequence[PurePosixPath]) -> list[PurePosixPath]:
+    """Make output stems distinct: the first of equal stems keeps its name, the next get ``_2``, ``_3`` ...
+
+    Example:
+        >>> [str(s) for s in unique_stems([PurePosixPath("x"), PurePosixPath("y"), PurePosixPath("x")])]
+        ['x', 'y', 'x_2']
+    """
+    taken: set[PurePosixPath] = set(stems)
+    seen: set[PurePosixPath] = set()
+    out = []
+    for stem in stems:
+        if stem in seen:
+            n = 2
+            while (candidate := stem.parent / f"{stem.name}_{n}") in taken:
+                n += 1
+            taken.add(candidate)
+            stem = candidate
+        seen.add(stem)
+        out.append(stem)
+    return out
+
+
+def output_name(stem: PurePosixPath, fmt: str) -> str:
+    """The output file for an image's layout ``stem`` in format ``fmt`` (relative POSIX path).
+
+    Control images and raw depth share ``_depth``; raw depth as a PNG is ``_depth_raw.png`` so it never takes a
+    control image's name.
+
+    Example:
+        >>> output_name(PurePosixPath("a/x"), "control_png16"), output_name(PurePosixPath("x"), "depth_png16")
+        ('a/x_depth.png', 'x_depth_raw.png')
+    """
+    tag = "_depth_raw" if fmt == "depth_png16" else "_depth"
+    return f"{stem}{tag}{SUFFIX[check_format(fmt)]}"
+
+
+def plan_jobs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, fmt: str = "control_png16", *,
+              recursive: bool = False) -> list[Job]:
+    """Pair every input image with its output file under ``out`` (layout: :func:`plan_layout`).
+
+    Args:
+        inputs: folders, glob patterns, image files, or ``.txt`` files listing one image path per line.
+        out: output root folder; images inside it are not inputs.
+        fmt: one of :data:`FORMATS`.
+        recursive: descend into sub-folders.
+
+    Returns:
+        ``(source, output)`` pairs in input order, every output distinct.
+
+    Raises:
+        ValueError: nothing found, or an unknown format.
+    """
+    check_format(fmt)
+    out = Path(out)
+    return [(src, out / output_name(stem, fmt)) for src, stem in plan_layout(inputs, recursive=recursive, exclude=out)]
 
 
 def plan_chunks(jobs: list[Job], batch_size: int, *, overwrite: bool = False) -> tuple[list[list[Job]], int]:
@@ -150,15 +240,16 @@ def plan_chunks(jobs: list[Job], batch_size: int, *, overwrite: bool = False) ->
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """How depth becomes files: the format and, for PNGs, the normalisation.
+    """How depth becomes files: the format and, for control images, the normalisation.
 
     Attributes:
-        format: one of :data:`FORMATS`.
-        normalize, near, far, invert, gamma: see :func:`anydepth.normalize.normalize_depth`.
-        colormap: an RGB 8-bit preview (``png8`` only), one of :data:`~anydepth.normalize.COLORMAPS`.
+        format: one of :data:`FORMATS`: a control image (``control_png16``, ``control_png8``) or raw depth
+            (``npy``, ``npz``, ``exr``, ``depth_png16``: the values as the model gives them, with kind and units).
+        normalize, near, far, invert, gamma: see :func:`anydepth.normalize.normalize_depth` (control images).
+        colormap: an RGB 8-bit preview (``control_png8`` only), one of :data:`~anydepth.normalize.COLORMAPS`.
     """
 
-    format: str = "png16"
+    format: str = "control_png16"
     normalize: str = "v2_style"
     near: float | None = None
     far: float | None = None
@@ -166,22 +257,29 @@ class OutputSpec:
     gamma: float = 1.0
     colormap: str | None = None
 
+    @property
+    def raw(self) -> bool:
+        """Whether the files hold raw depth values (``True``) or control images."""
+        return is_raw_format(self.format)
+
     def check(self, kind: str | None = None) -> None:
         """Raise a ValueError for an impossible combination (``kind``: what the model gives)."""
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        check_format(self.format)
         if self.normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {self.normalize!r}")
-        if self.colormap is not None and (self.format != "png8" or self.colormap not in COLORMAPS):
-            raise ValueError(f"colormap {self.colormap!r} needs format png8 and one of {', '.join(COLORMAPS)}")
-        if kind is not None and self.format != "npy" and self.normalize.startswith("metric") and kind != METRIC_DEPTH:
+        if self.colormap is not None and (self.format != "control_png8" or self.colormap not in COLORMAPS):
+            raise ValueError(f"colormap {self.colormap!r} needs format control_png8 and one of {', '.join(COLORMAPS)}")
+        if kind is not None and not self.raw and self.normalize.startswith("metric") and kind != METRIC_DEPTH:
             raise ValueError(f"normalize={self.normalize} needs a metric model, but the model gives {kind}; "
                              "use v2_style or minmax")
 
     def encode(self, result: DepthResult) -> list[np.ndarray]:
-        """The array to write for each image of ``result`` (batched per image size)."""
+        """The array to write for each image of ``result`` (batched per image size).
+
+        Raw formats get the float32 values; control images the quantised picture (uint16 / uint8).
+        """
         maps = result.maps()
-        if self.format == "npy":
+        if self.raw:
             return [m.float().cpu().numpy() for m in maps]
         arrays: list[np.ndarray | None] = [None] * len(maps)
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -192,7 +290,7 @@ class OutputSpec:
                 torch.stack([maps[i] for i in members])
             x = normalize_depth(stack, result.kind, self.normalize, near=self.near, far=self.far,
                                 invert=self.invert, gamma=self.gamma)  # [b, H, W]
-            if self.format == "png16":
+            if self.format == "control_png16":
                 enc = to_uint16(x)
             elif self.colormap:
                 enc = to_uint8(apply_colormap(x, self.colormap))
@@ -202,13 +300,23 @@ class OutputSpec:
                 arrays[i] = a
         return arrays  # type: ignore[return-value]
 
-    def write(self, path: Path, array: np.ndarray) -> None:
-        if self.format == "npy":
-            save_npy(path, array)
-        elif self.format == "png16":
-            save_png16(path, array)
+    def metadata(self, result: DepthResult) -> dict[str, Any]:
+        """What the files record besides the pixels: the model, and how a control image was made."""
+        meta: dict[str, Any] = {"model": result.model_name}
+        if result.max_depth:
+            meta["max_depth_m"] = result.max_depth
+        if not self.raw:
+            meta.update(kind=result.kind, normalize=self.normalize, invert=self.invert, gamma=self.gamma,
+                        **{k: v for k, v in (("near", self.near), ("far", self.far), ("colormap", self.colormap))
+                           if v is not None})
+        return meta
+
+    def write(self, path: Path, array: np.ndarray, kind: str | None = None, metadata: dict | None = None) -> None:
+        """Write one encoded array atomically (raw depth with ``kind``; a control image with its settings)."""
+        if self.raw:
+            save_depth(path, array, kind=kind, format=self.format, metadata=metadata)
         else:
-            save_png8(path, array)
+            save_control_image(path, array, format=self.format, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,9 +351,12 @@ class ChunkWorker:
     def process(self, chunk: list[Job], reads: list[Future]) -> tuple[list[tuple[Job, Future]], list[tuple[Path, str]]]:
         """Estimate the chunk in one call and start its writes.
 
+        When the batched call fails, each image is tried alone, so one image the network cannot take costs
+        only itself (out-of-memory is handled inside the estimator, which halves the batch first).
+
         Returns:
-            ``(job, write future)`` pairs, and ``(source, message)`` for images that could not be read
-            (or whose batch failed in the network: every image of it is reported).
+            ``(job, write future)`` pairs, and ``(source, message)`` for images that could not be read or
+            estimated.
         """
         loaded, failed = [], []
         for job, future in zip(chunk, reads):
@@ -256,13 +367,24 @@ class ChunkWorker:
         if not loaded:
             return [], failed
         try:
-            result = self.estimator.estimate([img for _, img in loaded])
-            arrays = self.spec.encode(result)
-        except Exception as e:  # noqa: BLE001 - one bad chunk must not stop a million-image run; reported
-            message = f"depth failed for this batch: {type(e).__name__}: {e}"
-            return [], failed + [(job[0], message) for job, _ in loaded]
-        writes = [((src, dst), self.writers.submit(self.spec.write, dst, a)) for ((src, dst), _), a in zip(loaded, arrays)]
+            parts = [(loaded, self._estimate([img for _, img in loaded]))]
+        except Exception:  # noqa: BLE001 - isolate the image at fault below
+            parts = []
+            for job, img in loaded:
+                try:
+                    parts.append(([(job, img)], self._estimate([img])))
+                except Exception as e:  # noqa: BLE001 - one bad image must not stop a million-image run; reported
+                    message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+                    failed.append((job[0], f"depth failed: {message}"))
+        writes = []
+        for members, (arrays, kind, meta) in parts:
+            for ((src, dst), _), a in zip(members, arrays):
+                writes.append(((src, dst), self.writers.submit(self.spec.write, dst, a, kind, meta)))
         return writes, failed
+
+    def _estimate(self, images: list) -> tuple[list[np.ndarray], str, dict]:
+        result = self.estimator.estimate(images)
+        return self.spec.encode(result), result.kind, self.spec.metadata(result)
 
     def run(self, chunk: list[Job]) -> list[tuple[Path, str]]:
         """Read, estimate and write one chunk; returns ``(source, message)`` failures."""
@@ -281,16 +403,69 @@ class ChunkWorker:
 
 @dataclass
 class BatchReport:
-    """What a run did. ``failed``: ``(source image, message)``."""
+    """What a run did.
+
+    Attributes:
+        done: outputs written by this run.
+        skipped: outputs that existed already (resume) and were left as they were.
+        failed: ``(source image, message)`` for images without an output.
+        seconds: wall time of the run.
+        total: images planned (``done + skipped + len(failed)`` after a complete run).
+        on_disk: planned outputs present on disk at the end, counted (not inferred).
+    """
 
     done: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    total: int = 0
+    on_disk: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C); every output on disk is complete and a rerun resumes.
+
+    Attributes:
+        report: what was done until then (``on_disk`` counted after the in-flight writes finished).
+    """
+
+    def __init__(self, report: BatchReport) -> None:
+        super().__init__(f"interrupted: {report.on_disk} of {report.total} written")
+        self.report = report
+
+
+def prepare_output_folder(out: str | os.PathLike) -> Path:
+    """Create ``out`` if needed and check that files can be written there, before any work starts.
+
+    Raises:
+        ValueError: naming the folder and the reason (a file in the way, no permission, read-only disk).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "file"; _ = f.write_text("")
+        >>> prepare_output_folder(f / "out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot use .../file/out as the output folder: ... is a file, not a folder; choose another --out
+    """
+    folder = Path(os.path.expanduser(os.fspath(out)))
+    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"cannot use {folder} as the output folder: {blocker} is a file, not a folder; "
+                         "choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".anydepth-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write to the output folder {folder}: {e.strerror or e}; choose another --out "
+                         "or fix its permissions") from None
+    return folder
 
 
 Progress = Callable[[int], None]
@@ -520,9 +695,10 @@ def run_batch(
     spec = spec or OutputSpec()
     spec.check()
     jobs = plan_jobs(inputs, out, spec.format, recursive=recursive)
+    prepare_output_folder(out)
     chunks, skipped = plan_chunks(jobs, batch_size, overwrite=overwrite)
     if not chunks:
-        return BatchReport(skipped=skipped)
+        return BatchReport(skipped=skipped, total=len(jobs), on_disk=_count_on_disk(jobs))
     estimator = dict(estimator, batch_size=batch_size)
     bar = None
     callback: Progress | None = progress if callable(progress) else None
@@ -539,8 +715,19 @@ def run_batch(
             report = run_ray(chunks, estimator, spec, address=address, workers=workers,
                              gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, io_workers=io_workers,
                              threads=threads, progress=callback)
+    except KeyboardInterrupt:
+        # run_local has let the writes in flight finish (each is atomic): count what is complete.
+        on_disk = _count_on_disk(jobs)
+        raise BatchInterrupted(BatchReport(done=on_disk - skipped, skipped=skipped, total=len(jobs),
+                                           on_disk=on_disk)) from None
     finally:
         if bar is not None:
             bar.close()
     report.skipped = skipped
+    report.total = len(jobs)
+    report.on_disk = _count_on_disk(jobs)
     return report
+
+
+def _count_on_disk(jobs: list[Job]) -> int:
+    return sum(dst.is_file() for _, dst in jobs)

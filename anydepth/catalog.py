@@ -1,14 +1,20 @@
-"""Every published Depth Anything V1/V2/3 checkpoint, as data.
+"""Every published Depth Anything checkpoint (V1, V2, 3 and models built on them), as data.
 
 A :class:`Variant` says where a checkpoint lives on the Hugging Face hub, which network it fits,
 what it outputs and under which license it may be used. Names are short and regular:
 ``v<family>-[metric-<indoor|outdoor>-]<small|base|large|giant>[-hf|-fp16|-fp32]``; Depth Anything 3
-variants keep the official ``model_name`` (``da3-small``, ``da3mono-large``, ``da3nested-giant-large-1.1`` ...).
+variants keep the official ``model_name`` (``da3-small``, ``da3mono-large``, ``da3nested-giant-large-1.1`` ...);
+models fine-tuned from V2 keep their project's name (``distill-any-depth-large``, ``depth-anything-ac-small``).
+
+Where sources disagree on a license (a model card against the README, or a fine-tune of
+non-commercial weights published under a permissive card), :attr:`Variant.license` keeps the
+cautious value and :attr:`Variant.license_note` says what disagrees.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from .kinds import DEPTH, DISPARITY, METRIC_DEPTH, DepthKind
 
@@ -19,6 +25,13 @@ CC_BY_NC = "CC-BY-NC-4.0"
 DEFAULT_MODEL = "v2-small"
 
 _GENERIC_FILE_NAMES = {"pytorch_model.bin", "model.safetensors"}
+
+#: Files fetched with a transformers repo that a local copy may lack (older downloads): anydepth
+#: does not need them, transformers' ``pipeline`` / ``AutoImageProcessor`` does.
+OPTIONAL_FILES = frozenset({"preprocessor_config.json"})
+
+#: What a transformers (``-hf``) repo holds: model config, weights, image-processor config.
+HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 SIZES = {"small": "vits", "base": "vitb", "large": "vitl", "giant": "vitg"}
 
@@ -32,13 +45,17 @@ class Variant:
         family: ``"v1"``, ``"v2"`` (decides which blocks feed the head) or ``"da3"`` (Depth Anything 3).
         encoder: ``"vits" | "vitb" | "vitl" | "vitg"``.
         repo_id: Hugging Face repo, or ``None`` when the weights were never released.
-        files: files to fetch; a ``config.json`` among them marks a transformers (``-hf``) repo.
-        layout: ``"original"`` (``pretrained.*`` / ``depth_head.*`` keys), ``"hf"`` (transformers) or
-            ``"da3"`` (official DA3 ``model.*`` keys).
-        license: SPDX-like id, from the model card.
+        files: files to fetch (paths inside the repo); a ``config.json`` among them marks a folder repo.
+        layout: key layout, the format :func:`anydepth.weights.detect_format` reports for the file:
+            ``"original"`` (``pretrained.*`` / ``depth_head.*``), ``"hf"`` (transformers), ``"da3"``
+            (official DA3 ``model.*`` keys) or ``"distill"`` (``backbone.*``, possibly chunked blocks).
+        license: SPDX-like id; the cautious one where sources disagree.
         kind: ``"disparity"`` (relative), ``"metric_depth"`` (metres) or ``"depth"`` (DA3 relative depth).
         max_depth: metric range in metres, ``None`` for relative models.
         notes: anything a user should know before picking it.
+        aliases: other file names the same weights are commonly kept under in a models folder
+            (e.g. the V1 demo Space's ``depth_anything_vitl14.pth``).
+        license_note: where the model card, README or upstream weights disagree on the license.
     """
 
     name: str
@@ -51,11 +68,18 @@ class Variant:
     kind: DepthKind = DISPARITY
     max_depth: float | None = None
     notes: str = ""
+    aliases: tuple[str, ...] = ()
+    license_note: str = ""
 
     @property
     def weights_file(self) -> str | None:
-        """The file holding the tensors (the one that is not ``config.json``)."""
-        return next((f for f in self.files if f != "config.json"), None)
+        """The file holding the tensors (the one that is not a ``.json``), as a path inside the repo."""
+        return next((f for f in self.files if not f.endswith(".json")), None)
+
+    @property
+    def required_files(self) -> tuple[str, ...]:
+        """Files a local copy must hold to count as present (``files`` less :data:`OPTIONAL_FILES`)."""
+        return tuple(f for f in self.files if f not in OPTIONAL_FILES)
 
     @property
     def is_directory(self) -> bool:
@@ -64,23 +88,60 @@ class Variant:
 
     @property
     def local_name(self) -> str | None:
-        """Name of the file or folder in a models directory."""
+        """Path of the file or folder in a models directory.
+
+        A folder repo keeps its repo name; a weights file keeps its name, under a folder named after
+        the repo when it sits in a sub-folder of the repo (``Distill-Any-Depth/large/model.safetensors``).
+        """
         if self.repo_id is None:
             return None
-        return self.repo_id.split("/")[-1] if self.is_directory else self.weights_file
+        repo_name = self.repo_id.split("/")[-1]
+        if self.is_directory:
+            return repo_name
+        return f"{repo_name}/{self.weights_file}" if "/" in self.weights_file else self.weights_file
+
+    def matches(self, path: str | PurePath) -> bool:
+        """True when ``path`` (a file or folder, any parent) is this variant's local name or an alias.
+
+        Example:
+            >>> get_variant("distill-any-depth-large").matches("/models/Distill-Any-Depth/large/model.safetensors")
+            True
+            >>> get_variant("v1-large").matches("depth_anything_vitl14.pth")
+            True
+            >>> get_variant("v2-small-hf").matches("Depth-Anything-V2-Small-hf/model.safetensors")
+            True
+        """
+        parts = PurePath(str(path).rstrip("/\\")).parts
+        if not parts:
+            return False
+        if parts[-1] in self.aliases:
+            return True
+        if self.local_name is None:
+            return False
+        if self.is_directory and parts[-1] == self.weights_file:  # the weights inside the repo folder
+            parts = parts[:-1]
+        wanted = PurePath(self.local_name).parts
+        return tuple(parts[-len(wanted):]) == wanted
 
 
 def _license_v2(size: str) -> str:
     return APACHE if size == "small" else CC_BY_NC
 
 
+_KIJAI = "Kijai/DepthAnythingV2-safetensors"
+_KIJAI_NOTE = ("community safetensors with the original keys; the repo card says cc-by-4.0, but the weights are "
+               "Depth Anything V2's, whose license applies")
+_METRIC_LICENSE_NOTE = ("the depth-anything model cards say apache-2.0 while the Depth Anything V2 README lists Base/Large "
+                        "under CC-BY-NC-4.0; the cautious value is kept")
+
+
 def _build() -> dict[str, Variant]:
     out: list[Variant] = []
     for size, enc in list(SIZES.items())[:3]:
         out.append(Variant(f"v1-{size}", "v1", enc, f"LiheYoung/depth_anything_{enc}14", ("pytorch_model.bin",), "original", APACHE,
-                           notes="original weights (PyTorchModelHubMixin file)"))
-        out.append(Variant(f"v1-{size}-hf", "v1", enc, f"LiheYoung/depth-anything-{size}-hf",
-                           ("config.json", "model.safetensors"), "hf", APACHE))
+                           notes="original weights (PyTorchModelHubMixin file); the same weights as the V1 demo Space's "
+                                 f"checkpoints/depth_anything_{enc}14.pth", aliases=(f"depth_anything_{enc}14.pth",)))
+        out.append(Variant(f"v1-{size}-hf", "v1", enc, f"LiheYoung/depth-anything-{size}-hf", HF_FILES, "hf", APACHE))
     for size, enc in SIZES.items():
         cap = size.capitalize()
         if size == "giant":
@@ -89,20 +150,61 @@ def _build() -> dict[str, Variant]:
             continue
         lic = _license_v2(size)
         out.append(Variant(f"v2-{size}", "v2", enc, f"depth-anything/Depth-Anything-V2-{cap}", (f"depth_anything_v2_{enc}.pth",), "original", lic))
-        out.append(Variant(f"v2-{size}-hf", "v2", enc, f"depth-anything/Depth-Anything-V2-{cap}-hf",
-                           ("config.json", "model.safetensors"), "hf", lic))
+        out.append(Variant(f"v2-{size}-hf", "v2", enc, f"depth-anything/Depth-Anything-V2-{cap}-hf", HF_FILES, "hf", lic))
         for precision in ("fp16", "fp32"):
-            out.append(Variant(f"v2-{size}-{precision}", "v2", enc, "Kijai/DepthAnythingV2-safetensors",
-                               (f"depth_anything_v2_{enc}_{precision}.safetensors",), "original", lic,
-                               notes="community safetensors with the original keys"))
+            out.append(Variant(f"v2-{size}-{precision}", "v2", enc, _KIJAI, (f"depth_anything_v2_{enc}_{precision}.safetensors",),
+                               "original", lic, notes=_KIJAI_NOTE))
+        metric_note = _METRIC_LICENSE_NOTE if size != "small" else ""
         for scene, dataset, max_depth in (("indoor", "Hypersim", 20.0), ("outdoor", "VKITTI", 80.0)):
+            trained = f"trained on {dataset}; metres up to {max_depth:g}"
             out.append(Variant(f"v2-metric-{scene}-{size}", "v2", enc, f"depth-anything/Depth-Anything-V2-Metric-{dataset}-{cap}",
                                (f"depth_anything_v2_metric_{dataset.lower()}_{enc}.pth",), "original", lic, METRIC_DEPTH, max_depth,
-                               notes=f"trained on {dataset}; metres up to {max_depth:g}"))
-            out.append(Variant(f"v2-metric-{scene}-{size}-hf", "v2", enc, f"depth-anything/Depth-Anything-V2-Metric-{scene.capitalize()}-{cap}-hf",
-                               ("config.json", "model.safetensors"), "hf", lic, METRIC_DEPTH, max_depth,
-                               notes=f"trained on {dataset}; metres up to {max_depth:g}"))
+                               notes=trained, license_note=metric_note))
+            out.append(Variant(f"v2-metric-{scene}-{size}-hf", "v2", enc,
+                               f"depth-anything/Depth-Anything-V2-Metric-{scene.capitalize()}-{cap}-hf", HF_FILES, "hf", lic,
+                               METRIC_DEPTH, max_depth, notes=trained, license_note=metric_note))
+            if size == "large":  # Kijai published fp32 safetensors of the ViT-L metric models only
+                out.append(Variant(f"v2-metric-{scene}-large-fp32", "v2", enc, _KIJAI,
+                                   (f"depth_anything_v2_metric_{dataset.lower()}_{enc}_fp32.safetensors",), "original", lic,
+                                   METRIC_DEPTH, max_depth, notes=f"{trained}; {_KIJAI_NOTE}", license_note=_METRIC_LICENSE_NOTE))
     return {v.name: v for v in out}
+
+
+_DISTILL_NOTE = ("the xingyang1/Distill-Any-Depth card says apache-2.0 and the authors' code is MIT, but Base and Large are fine-tuned from the "
+                 "CC-BY-NC-4.0 Depth Anything V2 Base/Large weights; the cautious value is kept")
+_DISTILL_SMALL_NOTE = "the xingyang1/Distill-Any-Depth card says apache-2.0, the authors' code is MIT; both permit commercial use"
+
+
+def _build_derived() -> dict[str, Variant]:
+    """Models fine-tuned from Depth Anything V2 that load into the V2 network unchanged."""
+    out: list[Variant] = []
+    about = "Distill-Any-Depth (Westlake AGI Lab): V2 network distilled from several teachers; relative"
+    for size, enc in list(SIZES.items())[:3]:
+        lic, note = (APACHE, _DISTILL_SMALL_NOTE) if size == "small" else (CC_BY_NC, _DISTILL_NOTE)
+        # The large file was saved by the authors' training code: DINOv2 under backbone.* with chunked blocks.
+        layout = "distill" if size == "large" else "original"
+        out.append(Variant(f"distill-any-depth-{size}", "v2", enc, "xingyang1/Distill-Any-Depth", (f"{size}/model.safetensors",),
+                           layout, lic, notes=about, license_note=note))
+        if size != "base":  # the authors published transformers conversions of Small and Large only
+            out.append(Variant(f"distill-any-depth-{size}-hf", "v2", enc, f"xingyang1/Distill-Any-Depth-{size.capitalize()}-hf",
+                               HF_FILES, "hf", lic, notes=about, license_note=note))
+    out.append(Variant("depth-anything-ac-small", "v2", "vits", "ghost233lism/DepthAnything-AC",
+                       ("checkpoints/depth_anything_AC_vits.pth",), "original", CC_BY_NC,
+                       notes="Depth Anything AC: V2 Small fine-tuned for adverse conditions (night, fog, snow, blur); relative",
+                       aliases=("depth_anything_AC_vits.pth",)))
+    return {v.name: v for v in out}
+
+
+#: File names the ComfyUI-DepthAnythingV3 pack stores official DA3 weights under (models/depthanything3).
+DA3_COMMUNITY_NAMES = {
+    "da3-small": "da3_small.safetensors",
+    "da3-base": "da3_base.safetensors",
+    "da3-large-1.1": "da3_large.safetensors",
+    "da3-giant-1.1": "da3_giant.safetensors",
+    "da3mono-large": "da3mono_large.safetensors",
+    "da3metric-large": "da3metric_large.safetensors",
+    "da3nested-giant-large-1.1": "da3nested_giant_large.safetensors",
+}
 
 
 def _build_da3() -> dict[str, Variant]:
@@ -124,11 +226,17 @@ def _build_da3() -> dict[str, Variant]:
         ("da3nested-giant-large-1.1", "vitg", "DA3NESTED-GIANT-LARGE-1.1", CC_BY_NC, METRIC_DEPTH,
          "any-view depth + cameras in metres (GIANT + METRIC-LARGE, ~6.8 GB; preferred over 1.0)" + gs),
     ]
-    return {name: Variant(name, "da3", enc, f"depth-anything/{repo}", files, "da3", lic, kind, None, notes)
-            for name, enc, repo, lic, kind, notes in rows}
+    out = {}
+    for name, enc, repo, lic, kind, notes in rows:
+        alias = DA3_COMMUNITY_NAMES.get(name)
+        if alias:
+            notes += f"; also found as {alias} (ComfyUI-DepthAnythingV3 pack)"
+        out[name] = Variant(name, "da3", enc, f"depth-anything/{repo}", files, "da3", lic, kind, None, notes,
+                            aliases=(alias,) if alias else ())
+    return out
 
 
-VARIANTS: dict[str, Variant] = {**_build(), **_build_da3()}
+VARIANTS: dict[str, Variant] = {**_build(), **_build_derived(), **_build_da3()}
 
 
 def get_variant(name: str) -> Variant:
@@ -143,7 +251,13 @@ def get_variant(name: str) -> Variant:
         raise KeyError(f"unknown model {name!r}.{hint}") from None
 
 
-def variant_for_file(filename: str) -> Variant | None:
-    """The catalogue entry stored under ``filename`` in a models folder (a weights file or a repo folder)."""
-    base = filename.rstrip("/").rsplit("/", 1)[-1]
-    return next((v for v in VARIANTS.values() if v.local_name == base), None)
+def variant_for_file(path: str | PurePath) -> Variant | None:
+    """The catalogue entry stored at ``path`` in a models folder (a weights file, a repo folder or an alias).
+
+    Example:
+        >>> variant_for_file("models/depthanything3/da3_large.safetensors").name
+        'da3-large-1.1'
+        >>> variant_for_file("my_model.pth") is None
+        True
+    """
+    return next((v for v in VARIANTS.values() if v.matches(path)), None)

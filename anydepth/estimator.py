@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -11,11 +12,15 @@ import torch
 
 from .catalog import DEFAULT_MODEL, VARIANTS
 from .kinds import METRIC_DEPTH, UNITS, DepthKind
-from .memory import MemoryPolicy, is_oom, make_policy, resolve_dtype
+from .memory import (MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
+                     run_in_batches)
 from .models import DepthAnything
-from .preprocess import ImageInput, network_size, prepare_batch, resize_depth, to_tensor_list
+from .preprocess import (ImageInput, check_max_tokens, network_size, prepare_batch, resize_depth, resolve_max_tokens,
+                         to_tensor_list, warn_capped)
 from .tiling import check_tile_size, make_tile_grid, tile_network_size, tiled_depth
 from .weights import load_model
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -68,32 +73,29 @@ class _Item:
     size: tuple[int, int]
 
 
-def estimate_activation_bytes(model: DepthAnything, batch: int, size: tuple[int, int], dtype: torch.dtype) -> int:
-    """Rough peak activation memory of one forward pass (fused attention, so linear in tokens).
-
-    Tokens × width × 12 covers the widest ViT intermediates (qkv, MLP hidden); the DPT head's last
-    stages hold about three full-resolution maps of ``features`` channels.
-    """
-    a = model.config.arch
-    h, w = size
-    tokens = (h // a.patch_size) * (w // a.patch_size) + 1
-    elem = torch.finfo(dtype).bits // 8
-    return batch * elem * (tokens * a.embed_dim * 12 + h * w * a.features * 3)
-
-
 class DepthEstimator:
     """Depth Anything V1/V2 inference with batching, dtype choice, a memory policy and OOM fallback.
 
     Args:
-        model: catalogue name (``anydepth info`` lists them), checkpoint path, or a built network
-            (which the estimator then owns: it is cast to ``dtype`` and moved by the memory policy).
+        model: catalogue name (``anydepth info`` lists them), checkpoint path, or a built
+            :class:`~anydepth.models.DepthAnything`. A built network is used as is, not copied: the
+            estimator casts it to ``dtype`` in place, sets it to eval mode, and its memory policy moves it
+            between devices (pass ``copy.deepcopy(net)`` to keep your own module unchanged).
         device: compute device; defaults to CUDA, then MPS, then CPU.
         dtype: ``"auto" | "fp32" | "fp16" | "bf16"`` or a torch dtype. ``auto`` picks the fastest
             safe one for the device (see :func:`anydepth.memory.resolve_dtype`).
         batch_size: images per forward pass; halved automatically on out-of-memory.
         input_size: shorter side the network sees (multiple of 14; 518 as in the reference).
+        max_tokens: token budget of one network input, in 14×14 patches. ``None`` (default): four times
+            the tokens of an ``input_size`` square (5476 at 518), so aspect ratios up to 4:1 keep the
+            reference size; ``0``: no cap. A longer image (a 2×3000 strip would be a 518×777,000 input) is
+            run at the largest size of its aspect ratio within the budget, with one warning per call,
+            and its depth resized back to the input size (:func:`anydepth.preprocess.capped_size`).
         memory: ``"keep"`` (stay on device), ``"offload"`` (to CPU after each call) or a
-            :class:`~anydepth.memory.MemoryPolicy`.
+            :class:`~anydepth.memory.MemoryPolicy`. Before each group of images the batch is sized to the free
+            memory (GPU, or host RAM on the CPU); on the CPU, work that does not fit even one image at a time
+            is refused with :class:`~anydepth.memory.InsufficientMemoryError` instead of exhausting the host.
+            The policy's ``check_interrupt`` runs between batches, tiles and network blocks.
         models_dir, revision: where to look for / download weights, and a hub revision pin.
         family, kind, max_depth: override what is detected from the checkpoint.
         antialias: antialiased bicubic when shrinking (off to match the reference).
@@ -105,9 +107,10 @@ class DepthEstimator:
         tta: ``"none"`` or ``"flip"`` (average with the horizontally flipped prediction; twice the compute).
 
     Example:
-        >>> est = DepthEstimator("v2-small")  # doctest: +SKIP
-        >>> result = est.estimate(["a.jpg", "b.png"])  # doctest: +SKIP
-        >>> result.depth.shape, result.kind  # doctest: +SKIP
+        >>> est = DepthEstimator("v2-small")
+        >>> result = est.estimate(["a.jpg", "b.png"])
+        >>> result.depth.shape, result.kind
+        (torch.Size([2, 45, 61]), 'disparity')
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class DepthEstimator:
         dtype: str | torch.dtype = "auto",
         batch_size: int = 4,
         input_size: int = 518,
+        max_tokens: int | None = None,
         memory: str | MemoryPolicy = "keep",
         models_dir=None,
         revision: str | None = None,
@@ -149,6 +153,7 @@ class DepthEstimator:
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.input_size = input_size
         network_size(518, 518, input_size)  # validates input_size early
+        self.max_tokens = check_max_tokens(max_tokens)
         self.antialias = antialias
         self.output_device = torch.device(output_device)
         self.tile_size = check_tile_size(tile_size)
@@ -167,7 +172,7 @@ class DepthEstimator:
 
     def memory_required(self, batch: int, size: tuple[int, int]) -> int:
         """Bytes for weights plus activations of a ``batch`` at network ``size``."""
-        return self.weight_bytes + estimate_activation_bytes(self.model, batch, size, self.dtype)
+        return self.weight_bytes + estimate_activation_bytes(self.model.config, batch, size, self.dtype)
 
     @torch.inference_mode()
     def estimate(
@@ -179,24 +184,31 @@ class DepthEstimator:
         callback: ProgressCallback | None = None,
         tile_size: int | None = None,
         tta: str | None = None,
+        max_tokens: int | None = None,
     ) -> DepthResult:
         """Raw depth for ``images`` at each input's resolution.
 
         ``images``: a PIL image, numpy array (HWC, uint8 or float 0..1), tensor (ComfyUI
         ``[B,H,W,C]`` or ``[B,C,H,W]``), image path, or a list of those. Grayscale is repeated to RGB,
-        alpha is dropped. ``callback(done, total)`` is called after every batch. ``tile_size`` and ``tta``
-        override the constructor's options for this call (``tile_size=0``: no tiling).
+        alpha is dropped. ``callback(done, total)`` is called after every batch. ``tile_size``, ``tta`` and
+        ``max_tokens`` override the constructor's options for this call (``tile_size=0``: no tiling).
+
+        Raises:
+            InsufficientMemoryError: on the CPU, when one image at its network size needs more memory than
+                the host has available (the message names the image size and the options to change).
         """
         tile_size = self.tile_size if tile_size is None else check_tile_size(tile_size)
         tta = self.tta if tta is None else _check_tta(tta)
         input_size = input_size or self.input_size
+        budget = resolve_max_tokens(self.max_tokens if max_tokens is None else max_tokens, input_size)
         batch_size = _positive_int(batch_size or self.batch_size, "batch_size")
         tensors = to_tensor_list(images)
         items = [_Item(t, i, tuple(x.shape[-2:])) for t, x in enumerate(tensors) for i in range(x.shape[0])]
         groups: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
         for n, item in enumerate(items):
             groups.setdefault(item.size, []).append(n)
-        net_sizes = {s: network_size(*s, input_size) for s in groups}
+        net_sizes = {s: network_size(*s, input_size, max_tokens=budget) for s in groups}
+        warn_capped(((s, network_size(*s, input_size), net) for s, net in net_sizes.items()), budget)
         uniform = len(groups) == 1
         out: torch.Tensor | list = (
             torch.empty((len(items), *items[0].size), dtype=torch.float32, device=self.output_device) if uniform else [None] * len(items)
@@ -207,37 +219,31 @@ class DepthEstimator:
         device = self.policy.acquire(self.model, self.memory_required(min(batch_size, len(items)), largest))
         done = 0
         try:
-            for size, members in groups.items():
-                net = net_sizes[size]
-                bs = self._fit_batch(batch_size, net)
-                start = 0
-                while start < len(members):
-                    self.policy.check_interrupt()
-                    chunk = members[start:start + bs]
-                    try:
-                        depth = self._forward(tensors, [items[n] for n in chunk], net, size, device,
-                                              tile_size=tile_size, tta=tta, tile_batch=bs)
-                    except Exception as e:
-                        if not is_oom(e):
-                            raise
-                        if bs == 1:
-                            raise torch.OutOfMemoryError(
-                                f"out of memory on {device} even with batch size 1 at {net[1]}×{net[0]} px; "
-                                "lower input_size, use dtype fp16/bf16, or free memory used by other models"
-                            ) from e
-                        del e
-                        self.policy.on_oom()
-                        bs = max(1, bs // 2)
-                        continue
-                    if uniform:
-                        out[chunk[0]:chunk[-1] + 1] = depth
-                    else:
-                        for n, d in zip(chunk, depth.unbind(0)):
-                            out[n] = d
-                    start += len(chunk)
-                    done += len(chunk)
-                    if callback is not None:
-                        callback(done, len(items))
+            with interrupt_checks(self.model, self.policy.check_interrupt):  # also within a long forward pass
+                for size, members in groups.items():
+                    net = net_sizes[size]
+
+                    def run(start: int, bs: int) -> torch.Tensor:
+                        chunk = [items[n] for n in members[start:start + bs]]
+                        return self._forward(tensors, chunk, net, size, device, tile_size=tile_size, tta=tta, tile_batch=bs)
+
+                    tiled = bool(tile_size) and max(size) > tile_size
+                    widest = max(net, tile_network_size(tile_size, tile_size), key=lambda s: s[0] * s[1]) if tiled else net
+                    batches = run_in_batches(
+                        run, len(members), self._fit_batch(batch_size, widest, device, size), self.policy,
+                        unit="images per batch",
+                        message=f"out of memory on {device} even with batch size 1 at {net[1]}×{net[0]} px; "
+                                "lower input_size or max_tokens, use dtype fp16/bf16, or free memory used by other models")
+                    for start, stop, depth in batches:
+                        chunk = members[start:stop]
+                        if uniform:
+                            out[chunk[0]:chunk[-1] + 1] = depth
+                        else:
+                            for n, d in zip(chunk, depth.unbind(0)):
+                                out[n] = d
+                        done += len(chunk)
+                        if callback is not None:
+                            callback(done, len(items))
         finally:
             self.policy.release(self.model)
         cfg = self.model.config
@@ -246,12 +252,13 @@ class DepthEstimator:
 
     __call__ = estimate
 
-    def _fit_batch(self, requested: int, net: tuple[int, int]) -> int:
-        free = self.policy.free_bytes()
-        if free is None:
-            return requested
-        per_image = estimate_activation_bytes(self.model, 1, net, self.dtype)
-        return max(1, min(requested, int(free * 0.9) // max(per_image, 1)))
+    def _fit_batch(self, requested: int, net: tuple[int, int], device: torch.device, size: tuple[int, int]) -> int:
+        """The batch that fits the free memory at network size ``net``; refuses on the CPU when one image does not."""
+        per_image = estimate_activation_bytes(self.model.config, 1, net, self.dtype)
+        return fit_batch(requested, lambda k: k * per_image, self.policy.free_bytes(), refuse=device.type == "cpu",
+                         what=f"a {size[1]}×{size[0]} px image (width×height) at network size {net[1]}×{net[0]}",
+                         advice="lower max_tokens (--max-tokens) or input_size (--input-size), use dtype bf16, "
+                                "or free memory")
 
     def _forward(self, tensors: list[torch.Tensor], chunk: list[_Item], net: tuple[int, int], size: tuple[int, int],
                  device: torch.device, *, tile_size: int = 0, tta: str = "none", tile_batch: int = 1) -> torch.Tensor:

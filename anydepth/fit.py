@@ -9,6 +9,9 @@ functions make the choice explicit:
 * ``"resize"``: stretch to the target size. Nothing is lost; shapes are distorted.
 * ``"crop"``: cut the centre region with the target's aspect ratio, then scale it to the target
   (what ComfyUI does implicitly).
+
+These three words are the one vocabulary of every door (Python API, ``anydepth generate --fit``, the Apply
+Depth ControlNet node); an older word (``"stretch"``) is refused with a message naming its new name.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import torch  # noqa: F401  (the doctests use it)
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["FIT_MODES", "FitBox", "fit_box", "fit_to_size"]
+__all__ = ["FIT_MODES", "FitBox", "check_fit_mode", "fit_box", "fit_to_size"]
 
 FitMode = Literal["pad", "resize", "crop"]
 FIT_MODES: tuple[str, ...] = ("pad", "resize", "crop")
 """Modes accepted by :func:`fit_box` and :func:`fit_to_size`."""
+
+RENAMED_FIT_MODES: dict[str, str] = {"stretch": "resize"}
+"""Words an earlier release used for a mode, and the mode's name now."""
 
 FitBox = tuple[int, int, int, int]
 """``(inner_h, inner_w, top, left)``: size of the resized image and its offset in the target frame."""
@@ -34,6 +40,25 @@ def _check_size(size: object, name: str) -> tuple[int, int]:
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)):
         raise ValueError(f"{name} must be (height, width) with two integers >= 1, got {size!r}")
     return int(size[0]), int(size[1])
+
+
+def check_fit_mode(mode: object) -> str:
+    """``mode`` if it is one of :data:`FIT_MODES`, else a ``ValueError`` (naming the new word for an old one).
+
+    Example:
+        >>> check_fit_mode("crop")
+        'crop'
+        >>> check_fit_mode("stretch")
+        Traceback (most recent call last):
+        ...
+        ValueError: fit mode 'stretch' is now called 'resize'; expected one of pad, resize, crop
+    """
+    if mode in FIT_MODES:
+        return mode  # type: ignore[return-value]
+    if mode in RENAMED_FIT_MODES:
+        raise ValueError(f"fit mode {mode!r} is now called {RENAMED_FIT_MODES[mode]!r}; "
+                         f"expected one of {', '.join(FIT_MODES)}")
+    raise ValueError(f"unknown fit mode {mode!r}; expected one of {', '.join(FIT_MODES)}")
 
 
 def fit_box(src: tuple[int, int], dst: tuple[int, int], mode: str = "pad") -> FitBox:
@@ -60,8 +85,7 @@ def fit_box(src: tuple[int, int], dst: tuple[int, int], mode: str = "pad") -> Fi
     """
     sh, sw = _check_size(src, "src")
     dh, dw = _check_size(dst, "dst")
-    if mode not in FIT_MODES:
-        raise ValueError(f"unknown fit mode {mode!r}; expected one of {', '.join(FIT_MODES)}")
+    mode = check_fit_mode(mode)
     if mode == "resize":
         return dh, dw, 0, 0
     # Compare cross products instead of float ratios: the side that decides the scale is exact.
@@ -91,7 +115,8 @@ def fit_to_size(
         images: float images, any channel count (e.g. 0..1 RGB or a depth map with ``C = 1``).
         size: target ``(height, width)``.
         mode: ``"pad"``, ``"resize"`` or ``"crop"`` (see the module docs and :func:`fit_box`).
-        pad_value: value of the padded border (``"pad"`` only).
+        pad_value: value of the padded border (``"pad"`` only); ``nan`` marks it as missing, which
+            :func:`anydepth.normalize.normalize_depth` leaves out of its statistics and shows black (far).
         antialias: antialias when shrinking.
 
     Returns:
@@ -116,6 +141,7 @@ def fit_to_size(
     if images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
         raise ValueError(f"images is empty (shape {tuple(images.shape)})")
     dh, dw = _check_size(size, "size")
+    mode = check_fit_mode(mode)
     if mode == "crop":
         # Cut the centre region with the target aspect first, then resample only what is kept.
         images = _centre_crop_to_aspect(images, dh, dw)

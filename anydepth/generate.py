@@ -7,7 +7,7 @@ line) or a CSV file with those columns. :func:`generate` runs each item through 
 and a depth-conditioned diffusers pipeline and writes, atomically:
 
 * ``<name>.png`` — the generated image;
-* ``<name>_depth.png`` — the control image the pipeline saw (16-bit grey, near = white);
+* ``<name>_depth.png`` — the control image the pipeline saw (``control_png16``: 16-bit grey, near = white);
 * ``<name>.json`` — metadata: source image, prompt, negative, seed, steps, size, pipeline,
   ControlNet, depth model and its kind, normalisation. Written last: its presence marks the item
   finished, so a second run skips it (resume).
@@ -26,14 +26,16 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import torch
 
+from .batch import plan_layout, unique_stems
 from .estimator import DepthEstimator
-from .io import atomic_write, list_images, read_image, save_png16
-from .normalize import to_uint16
+from .fit import check_fit_mode
+from .export import save_control_image
+from .io import atomic_write, read_image
 from .pipelines import control_inputs, default_pixels, depth_to_control
 
 __all__ = ["GenerateReport", "GenerateSettings", "Item", "generate", "item_seed", "read_items"]
@@ -109,7 +111,9 @@ def read_items(spec: str | os.PathLike, *, recursive: bool = False) -> list[Item
         recursive: descend into sub-folders (folder / ``**`` glob input).
 
     Returns:
-        The items in list order, with unique ``name`` values (repeats get ``-2``, ``-3`` ...).
+        The items in list order, with unique ``name`` values: images of a folder or glob are named like every
+        command's outputs (:func:`anydepth.batch.plan_layout`: ``photos/sub/x``), list entries by their ``name``
+        or image stem; repeats get ``_2``, ``_3`` ...
 
     Raises:
         ValueError: nothing found, or an unreadable list file.
@@ -146,17 +150,16 @@ def read_items(spec: str | os.PathLike, *, recursive: bool = False) -> list[Item
         if not items:
             raise ValueError(f"item list {path} has no entries")
     else:
-        for image in list_images(path, recursive=recursive):
+        for image, stem in plan_layout([path], recursive=recursive):  # the layout every command uses
             caption = image.with_suffix(".txt")
             prompt = None
             if caption.is_file():
                 prompt = _text(caption.read_text(encoding="utf-8", errors="replace").strip())
-            items.append(Item(image.stem, image, prompt, where=str(image)))
-    seen: dict[str, int] = {}
-    for item in items:
-        base = _UNSAFE.sub("_", item.name).strip("._") or "item"
-        seen[base] = seen.get(base, 0) + 1
-        item.name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            items.append(Item(str(stem), image, prompt, where=str(image)))
+    names = [PurePosixPath(*[_UNSAFE.sub("_", part).strip("._") or "item" for part in item.name.split("/")])
+             for item in items]
+    for item, name in zip(items, unique_stems(names)):
+        item.name = str(name)
     return items
 
 
@@ -178,7 +181,8 @@ class GenerateSettings:
         width, height: output size (snapped to the pipeline's multiple); default: the pipeline's
             default area (512² SD1.5, 1024² SDXL/Flux) with the input's aspect ratio.
         normalize, invert, gamma: depth -> control image (see :func:`anydepth.normalize.normalize_depth`).
-        fit: ``"crop"`` or ``"stretch"`` when the requested size has another aspect ratio.
+        fit: ``"crop"``, ``"resize"`` or ``"pad"`` (:data:`anydepth.fit.FIT_MODES`) when the requested size has
+            another aspect ratio; checked when the settings are made.
         overwrite: redo items whose metadata exists.
         extra: more keyword arguments for the pipeline call.
     """
@@ -197,6 +201,9 @@ class GenerateSettings:
     fit: str = "crop"
     overwrite: bool = False
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.fit = check_fit_mode(self.fit)  # a bad word fails once, before any item runs
 
 
 @dataclass
@@ -293,8 +300,9 @@ def _one(pipe: Any, params: Any, estimator: DepthEstimator, item: Item, index: i
         raise ValueError(item.error)
     prompt = item.prompt or settings.prompt
     if not prompt:
+        caption = item.image.with_suffix(".txt").name if item.image else f"{item.name}.txt"
         raise ValueError(f"no prompt for {item.where or item.name}: give the item a 'prompt', put a "
-                         f"{item.name}.txt caption beside the image, or pass --prompt")
+                         f"{caption} caption beside the image, or pass --prompt")
     negative = item.negative or settings.negative
     if negative and "negative_prompt" not in params:
         raise ValueError(f"{type(pipe).__name__} takes no negative prompt; drop 'negative' for this pipeline")
@@ -320,7 +328,9 @@ def _one(pipe: Any, params: Any, estimator: DepthEstimator, item: Item, index: i
     h, w = int(control.shape[-2]), int(control.shape[-1])
 
     _save_png(out / f"{item.name}.png", generated)
-    save_png16(out / f"{item.name}_depth.png", to_uint16(control[:, 0])[0])
+    save_control_image(out / f"{item.name}_depth.png", control[0, 0], format="control_png16",
+                       metadata={"model": result.model_name, "kind": result.kind, "normalize": settings.normalize,
+                                 "invert": settings.invert, "gamma": settings.gamma})
     from . import __version__
 
     meta = {

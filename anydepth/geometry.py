@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .cameras import camera_centers, matrix_to_quaternion, to_homogeneous
+from .cameras import invert_rigid as invert_extrinsics  # the public name geometry has always exported
 from .io import atomic_open, atomic_write
 
 __all__ = [
@@ -78,30 +80,7 @@ def _check_depth(depth: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Transforms
-
-
-def to_homogeneous(ext: torch.Tensor) -> torch.Tensor:
-    """``[..., 3, 4]`` or ``[..., 4, 4]`` rigid transforms -> ``[..., 4, 4]`` (a new tensor)."""
-    if ext.shape[-2:] == (4, 4):
-        return ext.clone()
-    bottom = torch.zeros(ext.shape[:-2] + (1, 4), dtype=ext.dtype, device=ext.device)
-    bottom[..., 0, 3] = 1
-    return torch.cat([ext, bottom], dim=-2)
-
-
-def invert_extrinsics(ext: torch.Tensor) -> torch.Tensor:
-    """World-to-camera <-> camera-to-world: ``[R | t]`` -> ``[Rᵀ | -Rᵀ t]``, same shape as the input."""
-    r, t = ext[..., :3, :3], ext[..., :3, 3:]
-    rt = r.transpose(-1, -2)
-    out = torch.cat([rt, -rt @ t], dim=-1)
-    return torch.cat([out, ext[..., 3:, :]], dim=-2) if ext.shape[-2] == 4 else out
-
-
-def camera_centers(extrinsics: torch.Tensor) -> torch.Tensor:
-    """Camera centres in world coordinates, ``-Rᵀ t``. Shape: ``[N, 3|4, 4]`` -> ``[N, 3]``."""
-    ext = _check_extrinsics(extrinsics)
-    return invert_extrinsics(ext[:, :3])[:, :, 3]
+# Transforms (rigid inverse, centres and homogeneous matrices: :mod:`anydepth.cameras`)
 
 
 def unproject_depth(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
@@ -473,8 +452,6 @@ def write_colmap_text(folder: str | os.PathLike, extrinsics: torch.Tensor, intri
     """COLMAP text model (``cameras.txt``, ``images.txt``, ``points3D.txt``): one PINHOLE camera per view
     at its image size, the poses (quaternion ``w x y z`` + translation, world-to-camera) and the points
     without tracks. Intrinsics are written as given (no half-pixel shift)."""
-    from .models.da3 import matrix_to_quaternion
-
     ext = _check_extrinsics(extrinsics).double()
     k = _check_intrinsics(intrinsics, ext.shape[0]).double()
     if len(sizes) != ext.shape[0] or len(names) != ext.shape[0]:

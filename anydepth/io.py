@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -139,8 +139,11 @@ def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
     exception propagates. Missing parent folders are created.
 
     Example:
-        >>> with atomic_open("out/depth.bin") as f:  # doctest: +SKIP
-        ...     f.write(data)
+        >>> with atomic_open("out/depth.bin") as f:
+        ...     f.write(b"depth")
+        5
+        >>> Path("out/depth.bin").read_bytes(), sorted(p.name for p in Path("out").iterdir())
+        (b'depth', ['depth.bin'])
     """
     target = _as_path(path)
     if target.is_dir():
@@ -213,12 +216,13 @@ def _check_array(x: object, name: str, dtypes: tuple[type, ...], what: str) -> n
     return x
 
 
-def save_png16(path: PathLike, x: np.ndarray) -> Path:
+def save_png16(path: PathLike, x: np.ndarray, *, text: dict[str, str] | None = None) -> Path:
     """Save a (H, W) uint16 array as a 16-bit greyscale PNG, losslessly and atomically.
 
     Args:
         path: destination file (``.png``).
         x: the values, dtype ``uint16``, any byte order / memory layout.
+        text: ``{key: value}`` stored as PNG iTXt chunks (e.g. what the image means).
 
     Returns:
         `path` as a ``Path``. `read_png16` gives back exactly `x`.
@@ -234,15 +238,16 @@ def save_png16(path: PathLike, x: np.ndarray) -> Path:
     h, w = x.shape
     data = np.ascontiguousarray(x, dtype="<u2").tobytes()
     im = Image.frombytes("I;16", (w, h), data, "raw", "I;16")
-    return atomic_write(path, lambda f: im.save(f, format="PNG"))
+    return atomic_write(path, lambda f: im.save(f, format="PNG", pnginfo=_png_text(text)))
 
 
-def save_png8(path: PathLike, x: np.ndarray) -> Path:
+def save_png8(path: PathLike, x: np.ndarray, *, text: dict[str, str] | None = None) -> Path:
     """Save a uint8 array as an 8-bit PNG (greyscale for (H, W), RGB for (H, W, 3)), atomically.
 
     Args:
         path: destination file (``.png``).
         x: the values, dtype ``uint8``.
+        text: ``{key: value}`` stored as PNG iTXt chunks.
 
     Returns:
         `path` as a ``Path``.
@@ -259,7 +264,16 @@ def save_png8(path: PathLike, x: np.ndarray) -> Path:
         raise ValueError(f"x must be (H, W) or (H, W, 3) for an 8-bit PNG, got shape {tuple(x.shape)}")
     h, w = x.shape[:2]
     im = Image.frombytes(mode, (w, h), np.ascontiguousarray(x).tobytes())
-    return atomic_write(path, lambda f: im.save(f, format="PNG"))
+    return atomic_write(path, lambda f: im.save(f, format="PNG", pnginfo=_png_text(text)))
+
+
+def _png_text(text: dict[str, str] | None) -> PngImagePlugin.PngInfo | None:
+    if not text:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, value)
+    return info
 
 
 def save_npy(path: PathLike, depth: np.ndarray) -> Path:

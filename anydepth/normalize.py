@@ -30,6 +30,7 @@ previews (turbo, inferno, viridis, spectral, ...).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -41,7 +42,10 @@ from .kinds import DISPARITY, METRIC_DEPTH, check_kind
 __all__ = [
     "COLORMAPS",
     "NORMALIZE_MODES",
+    "NORMALIZE_OPTIONS",
+    "RELATIVE_MODES",
     "SCOPES",
+    "NormalizeOption",
     "apply_colormap",
     "normalize_depth",
     "to_disparity",
@@ -538,3 +542,82 @@ def apply_colormap(x01: Tensor, name: str = "turbo") -> Tensor:
     c0 = lut[k]
     c1 = lut[k + 1]
     return (c0 + (c1 - c0) * w).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# public API: the options, defined once for every door (CLI flags, ComfyUI inputs)
+
+
+@dataclass(frozen=True)
+class NormalizeOption:
+    """One normalisation option as every door shows it: name, type, default, range and help text.
+
+    The command line (:mod:`anydepth.cli.options`) and the ComfyUI nodes (``nodes/options.py``) build their
+    flags and inputs from :data:`NORMALIZE_OPTIONS`, so a default or a help text is changed here only.
+
+    Attributes:
+        name: keyword of :func:`normalize_depth` (``colormap``: of :func:`apply_colormap`); the node input id.
+        type: ``str`` (a choice), ``float`` or ``bool``.
+        default: the library's default (``None`` for ``near``/``far``: the nearest/farthest pixel; for
+            ``colormap``: grey, no colour map).
+        help: what the option does, one door-neutral sentence.
+        choices: the allowed values of a ``str`` option.
+        min, max, step: the range a UI offers for a ``float`` option.
+        unset: the number a UI without ``None`` shows for the ``None`` default (``0`` for ``near``/``far``).
+        unset_help: what ``None`` (or ``unset``) means, e.g. ``"the nearest pixel"``.
+        cli_flag: the command-line flag when it is not ``--`` + the name with ``-`` for ``_`` (:attr:`flag`
+            gives the flag either way).
+
+    Example:
+        >>> NORMALIZE_OPTIONS["gamma"].default, NORMALIZE_OPTIONS["mode"].flag
+        (1.0, '--normalize')
+        >>> NORMALIZE_OPTIONS["near"].from_ui(0.0) is None
+        True
+    """
+
+    name: str
+    type: type
+    default: object
+    help: str
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    unset: float | None = None
+    unset_help: str | None = None
+    cli_flag: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return self.cli_flag or "--" + self.name.replace("_", "-")
+
+    def from_ui(self, value: object) -> object:
+        """A UI value as the library takes it: :attr:`unset` becomes ``None``."""
+        return None if self.unset is not None and value == self.unset else value
+
+
+NORMALIZE_OPTIONS: dict[str, NormalizeOption] = {o.name: o for o in (
+    NormalizeOption("mode", str, "v2_style", choices=NORMALIZE_MODES, cli_flag="--normalize",
+                    help="how raw depth becomes an image. v2_style: disparity clipped to the low/high percentiles (the "
+                         "Depth Anything look). minmax: disparity min-max. metric_linear / metric_disparity (metric "
+                         "models only): metres between near and far, linear or in 1/depth"),
+    NormalizeOption("scope", str, "image", choices=SCOPES,
+                    help="statistics per image, or over the whole batch (one mapping for all video frames: no flicker)"),
+    NormalizeOption("low_percentile", float, 1.0, min=0.0, max=100.0, step=0.1,
+                    help="v2_style: percentile of the disparity that becomes black"),
+    NormalizeOption("high_percentile", float, 99.0, min=0.0, max=100.0, step=0.1,
+                    help="v2_style: percentile of the disparity that becomes white"),
+    NormalizeOption("near", float, None, min=0.0, max=10000.0, step=0.01, unset=0.0, unset_help="the nearest pixel",
+                    help="metric modes: distance in metres that becomes white"),
+    NormalizeOption("far", float, None, min=0.0, max=10000.0, step=0.01, unset=0.0, unset_help="the farthest pixel",
+                    help="metric modes: distance in metres that becomes black"),
+    NormalizeOption("invert", bool, False, help="swap black and white (near = black)"),
+    NormalizeOption("gamma", float, 1.0, min=0.05, max=10.0, step=0.01,
+                    help="exponent applied last; below 1 brightens the far range"),
+    NormalizeOption("colormap", str, None, choices=COLORMAPS, unset_help="grey",
+                    help="colour map of a preview image (not for ControlNets)"),
+)}
+"""Every normalisation option by name (see :class:`NormalizeOption`); defaults match :func:`normalize_depth`."""
+
+RELATIVE_MODES: tuple[str, ...] = tuple(m for m in NORMALIZE_MODES if m not in _METRIC_MODES)
+"""The modes that work for every kind of depth (the metric modes need metres)."""

@@ -5,7 +5,7 @@ a grey image, near = white, at the size the pipeline generates. This module turn
 :class:`~anydepth.estimator.DepthResult` or ``[B, H, W]`` maps) into exactly that input:
 
 * :func:`depth_to_control` — fit to the requested ``height`` × ``width`` snapped to the pipeline's
-  multiple (centre crop or stretch), normalise (any :data:`~anydepth.normalize.NORMALIZE_MODES` mode),
+  multiple (:mod:`anydepth.fit`: pad, resize or centre crop), normalise (any :data:`~anydepth.normalize.NORMALIZE_MODES` mode),
   and return a ``[B, 3, H, W]`` tensor in ``0..1`` or a list of RGB PIL images;
 * :func:`control_image` — the same, estimating the depth first;
 * :func:`control_inputs` — the keyword arguments that hand the result to a pipeline
@@ -19,10 +19,13 @@ a grey image, near = white, at the size the pipeline generates. This module turn
 diffusers itself is imported lazily: only :func:`load_depth_pipeline` needs it.
 
 Example:
-    >>> est = DepthEstimator("v2-small", memory="offload")  # doctest: +SKIP
-    >>> pipe.enable_model_cpu_offload()  # doctest: +SKIP
-    >>> control = control_image(est, "room.jpg", pipe=pipe, height=768)  # doctest: +SKIP
-    >>> image = pipe("a cosy reading room", **control_inputs(pipe, control)).images[0]  # doctest: +SKIP
+    >>> est = DepthEstimator("v2-small", memory="offload")  # leaves the GPU to the pipeline between calls
+    >>> pipe = load_depth_pipeline("stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ...                            "lllyasviel/control_v11f1p_sd15_depth", offload="model")
+    >>> control = control_image(est, "room.jpg", pipe=pipe, height=512)  # width from the photo's aspect
+    >>> image = pipe("a cosy reading room", num_inference_steps=20, **control_inputs(pipe, control)).images[0]
+    >>> image.size
+    (696, 512)
 """
 
 from __future__ import annotations
@@ -37,29 +40,24 @@ import torch
 from torch import Tensor
 
 from .estimator import DepthEstimator, DepthResult
-from .fit import fit_to_size as fit_images
+from .fit import FIT_MODES, check_fit_mode, fit_to_size
 from .kinds import check_kind
 from .memory import empty_cache
 from .normalize import NORMALIZE_MODES, normalize_depth, to_pil
 
 __all__ = [
-    "FITS",
+    "FIT_MODES",
     "OUTPUTS",
     "control_image",
     "control_inputs",
     "control_size",
     "default_pixels",
     "depth_to_control",
-    "fit_to_size",
     "load_depth_pipeline",
     "offload",
     "pipeline_multiple",
     "takes_raw_tensors",
 ]
-
-Fit = Literal["crop", "stretch"]
-FITS: tuple[str, ...] = ("crop", "stretch")
-"""How a map whose aspect differs from the target is fitted: centre crop (ComfyUI's choice) or stretch."""
 
 Output = Literal["pt", "pil"]
 OUTPUTS: tuple[str, ...] = ("pt", "pil")
@@ -194,30 +192,6 @@ def control_size(
     return _floor_to(sh, multiple, "source height"), _floor_to(sw, multiple, "source width")
 
 
-def fit_to_size(x: Tensor, size: tuple[int, int], fit: str = "crop") -> Tensor:
-    """Resize ``[B, C, H, W]`` maps to ``size`` (bilinear, antialiased when shrinking).
-
-    ``fit="crop"`` first cuts the centre region with the target aspect ratio (nothing is distorted;
-    ComfyUI's ControlNet apply does the same with its hint); ``"stretch"`` resizes the whole map.
-    The input is not modified.
-
-    Args:
-        x: float maps.
-        size: ``(height, width)``.
-        fit: one of :data:`FITS`.
-
-    Returns:
-        The resized maps, same dtype and device.
-
-    Shape:
-        - x: :math:`(B, C, H, W)`
-        - output: :math:`(B, C, size_0, size_1)`
-    """
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
-    return fit_images(x, tuple(size), {"crop": "crop", "stretch": "resize"}[fit])
-
-
 # --------------------------------------------------------------------------------------------------
 # control images
 
@@ -277,7 +251,7 @@ def depth_to_control(
     """Turn raw depth into the control image a depth pipeline expects.
 
     The raw maps are first fitted to the control size (:func:`control_size` with the pipeline's
-    multiple, then :func:`fit_to_size`), then normalised together with
+    multiple, then :func:`anydepth.fit.fit_to_size`), then normalised together with
     :func:`~anydepth.normalize.normalize_depth` (near = white), so percentiles and min/max describe
     exactly what the pipeline sees. Metric metres are normalised with the metric modes.
 
@@ -290,7 +264,9 @@ def depth_to_control(
         multiple: the pixel multiple when no ``pipe`` is given (default 8).
         height, width, pixels: requested size (see :func:`control_size`); default: each map's size
             floored to the multiple.
-        fit: ``"crop"`` (centre crop to the target aspect) or ``"stretch"``.
+        fit: one of :data:`~anydepth.fit.FIT_MODES`: ``"crop"`` (centre crop to the target aspect, as
+            ComfyUI does with a hint), ``"resize"`` (stretch) or ``"pad"`` (letterbox; the border is missing
+            depth, black = far in the control image).
         mode: a :data:`~anydepth.normalize.NORMALIZE_MODES` mode.
         output: ``"pt"`` (tensor) or ``"pil"`` (RGB images).
         scope, low_percentile, high_percentile, near, far, invert, gamma: as in
@@ -318,8 +294,7 @@ def depth_to_control(
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"mode must be one of {', '.join(NORMALIZE_MODES)}, got {mode!r}")
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    fit = check_fit_mode(fit)
     if pipe is not None:
         found = pipeline_multiple(pipe)
         if multiple is not None and multiple % found:
@@ -339,7 +314,8 @@ def depth_to_control(
         groups.setdefault((tuple(d.shape), s), []).append(i)
     for (_, target), members in groups.items():
         x = torch.stack([maps[i] for i in members]).float()[:, None]  # [b, 1, h, w]
-        y = fit_to_size(x, target, fit)[:, 0]  # [b, H, W]
+        # A padded border is NaN (missing depth): left out of the statistics, black (far) after normalising.
+        y = fit_to_size(x, target, fit, pad_value=math.nan)[:, 0]  # [b, H, W]
         for i, m in zip(members, y.unbind(0)):
             fitted[i] = m
 

@@ -5,16 +5,25 @@ ComfyUI ``[B, H, W, C]`` or ``[B, C, H, W]`` layout, image files, and lists of a
 network-side resize (:func:`network_size`, :func:`prepare_batch`) reproduces the reference
 ``infer_image``: keep the aspect ratio, make the shorter side at least ``input_size``, round each
 side to a multiple of 14, bicubic, ImageNet normalisation.
+
+That rule alone makes a 2×3000 strip a 518×777,000 network input (two million tokens: minutes of work
+and tens of gigabytes). :func:`network_size` therefore takes a token budget (``max_tokens``; the
+estimators default to :func:`default_max_tokens`, four times the tokens of an ``input_size`` square):
+sizes within it are the reference's, larger ones are shrunk to fit it by :func:`capped_size`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 ImageInput = Union["PIL.Image.Image", np.ndarray, torch.Tensor, str, os.PathLike, Sequence[Any]]  # noqa: F821
 
@@ -171,20 +180,115 @@ def _constrain(x: float, multiple: int, min_val: int) -> int:
     return y
 
 
-def network_size(height: int, width: int, input_size: int = 518, multiple: int = 14) -> tuple[int, int]:
-    """Size the network sees for a ``height × width`` image (the reference "lower_bound" rule).
+MAX_TOKENS_FACTOR = 4
+"""The default token budget is this many times the tokens of an ``input_size`` square, so aspect ratios up
+to 4:1 keep the reference size (5476 tokens at 518: a 518×2072 input)."""
+
+
+def default_max_tokens(input_size: int = 518, multiple: int = 14) -> int:
+    """The default token budget for ``input_size``: :data:`MAX_TOKENS_FACTOR` squares of it.
+
+    Example:
+        >>> default_max_tokens(518)
+        5476
+    """
+    return MAX_TOKENS_FACTOR * (input_size // multiple) ** 2
+
+
+def token_count(size: tuple[int, int], multiple: int = 14) -> int:
+    """Patch tokens of a network input of ``size = (height, width)`` (the class token not counted).
+
+    Example:
+        >>> token_count((518, 686))
+        1813
+    """
+    return (size[0] // multiple) * (size[1] // multiple)
+
+
+def check_max_tokens(max_tokens: object, name: str = "max_tokens") -> int | None:
+    """``max_tokens`` as given when valid: ``None`` (the default budget), ``0`` (no cap) or a positive int."""
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0):
+        raise ValueError(f"{name} must be None (the default: {MAX_TOKENS_FACTOR}× the tokens of an input_size square), "
+                         f"0 (no cap) or a positive number of 14×14 patches, got {max_tokens!r}")
+    return max_tokens
+
+
+def resolve_max_tokens(max_tokens: int | None, input_size: int, multiple: int = 14) -> int:
+    """The budget an estimator applies: ``None`` -> :func:`default_max_tokens`, ``0`` stays 0 (no cap)."""
+    check_max_tokens(max_tokens)
+    return default_max_tokens(input_size, multiple) if max_tokens is None else max_tokens
+
+
+def capped_size(height: int, width: int, max_tokens: int, multiple: int = 14) -> tuple[int, int]:
+    """The largest network size of at most ``max_tokens`` patches with the aspect ratio of ``height × width``.
+
+    Each side is a multiple of ``multiple`` and at least one patch. The shorter side gets
+    ``floor(sqrt(max_tokens / aspect))`` patches and the longer side ``aspect`` times as many (fewer
+    when the budget runs out), so the aspect ratio is kept to within one patch; an image more
+    elongated than ``max_tokens : 1`` gets one patch across and ``max_tokens`` along.
+
+    Example:
+        >>> capped_size(2, 3000, 5476)     # 1 × 1500 patches
+        (14, 21000)
+        >>> capped_size(1000, 8000, 5476)  # 26 × 208 patches
+        (364, 2912)
+    """
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive number of patches, got {max_tokens!r}")
+    short, long = min(height, width), max(height, width)
+    aspect = long / short
+    across = max(1, math.floor(math.sqrt(max_tokens / aspect)))
+    along = max(1, min(max_tokens // across, round(across * aspect)))
+    sides = (across * multiple, along * multiple)
+    return sides if height <= width else (sides[1], sides[0])
+
+
+def network_size(height: int, width: int, input_size: int = 518, multiple: int = 14, *,
+                 max_tokens: int = 0) -> tuple[int, int]:
+    """Size the network sees for a ``height × width`` image (the reference "lower_bound" rule, capped).
 
     The aspect ratio is kept, the shorter side becomes at least ``input_size``, and each side is
-    rounded to a multiple of ``multiple`` (up when rounding would drop below ``input_size``).
+    rounded to a multiple of ``multiple`` (up when rounding would drop below ``input_size``). When
+    that size has more than ``max_tokens`` patches (``0``: no cap), :func:`capped_size` is returned
+    instead: the aspect ratio within the budget.
 
     Example:
         >>> network_size(480, 640)
         (518, 686)
+        >>> network_size(2, 3000), network_size(2, 3000, max_tokens=5476)
+        ((518, 777000), (14, 21000))
     """
     if input_size < multiple or input_size % multiple:
         raise ValueError(f"input_size must be a positive multiple of {multiple}, got {input_size}")
     scale = max(input_size / height, input_size / width)
-    return _constrain(scale * height, multiple, input_size), _constrain(scale * width, multiple, input_size)
+    size = _constrain(scale * height, multiple, input_size), _constrain(scale * width, multiple, input_size)
+    if max_tokens and token_count(size, multiple) > max_tokens:
+        return capped_size(height, width, max_tokens, multiple)
+    return size
+
+
+Size = tuple[int, int]
+
+
+def warn_capped(sizes: Iterable[tuple[Size, Size, Size]], max_tokens: int) -> list[Size]:
+    """Log one warning for the inputs the token budget shrank; returns their input sizes.
+
+    Args:
+        sizes: per input size, ``(input size, size the resize rule gives, size used)``, each ``(h, w)``.
+        max_tokens: the budget that was applied.
+
+    Example:
+        >>> warn_capped([((2, 3000), (518, 777000), (14, 21000)), ((480, 640), (518, 686), (518, 686))], 5476)
+        [(2, 3000)]
+    """
+    capped = [(size, rule, used) for size, rule, used in sizes if rule != used]
+    if capped:
+        what = "; ".join(f"{w}×{h} px at {used[1]}×{used[0]} instead of {rule[1]}×{rule[0]}"
+                         for (h, w), rule, used in capped)
+        log.warning("anydepth: input over the token budget (%d patches per network input; max_tokens, --max-tokens "
+                    "on the command line, 0 = no cap): run at a smaller size of the same aspect ratio, depth resized "
+                    "back to the input size (width×height): %s", max_tokens, what)
+    return [size for size, _, _ in capped]
 
 
 def prepare_batch(

@@ -238,7 +238,7 @@ def tiled_depth(
         batch_size: tiles per ``predict`` call.
         robust: ``None``, ``"trimmed"`` or ``"irls"``: robust tile fits (:func:`~anydepth.align.fit_scale_shift`).
         callback: ``callback(done, total)`` after each batch of tiles.
-        check_interrupt: called before each batch of tiles; raise in it to stop.
+        check_interrupt: called before the global pass and before each batch of tiles; raise in it to stop.
 
     Returns:
         ``[B, H, W]`` float32 depth, on ``images``' device, in the units of the global pass.
@@ -257,6 +257,8 @@ def tiled_depth(
     net = grid.network_size
     dev = images.device
 
+    if check_interrupt is not None:
+        check_interrupt()
     g = predict(images, tuple(global_size), tuple(global_size)).float()  # [B, gh, gw]
     gh, gw = g.shape[-2:]
     wy = [v.to(dev) for v in grid.row_weights()]

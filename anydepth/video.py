@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .align import ROBUST, _check_choice, _masked_median, fit_scale_shift
+from .estimator import DepthResult
 from .kinds import DISPARITY, check_kind
 from .normalize import _masked_quantiles, _scale01, normalize_depth
 
@@ -80,6 +81,8 @@ class VideoDepth:
         kind: what the values mean (see :mod:`anydepth.kinds`).
         scale, shift: ``[T]`` affine maps applied to the raw per-frame outputs.
         model_name: the estimator's model.
+        processed_size: per frame, the ``(height, width)`` the network saw, as the estimator recorded it.
+        max_depth: the metric range of the model in metres, ``None`` for relative models.
     """
 
     depth: Tensor
@@ -87,6 +90,14 @@ class VideoDepth:
     scale: Tensor
     shift: Tensor
     model_name: str = ""
+    processed_size: list[tuple[int, int]] = field(default_factory=list)
+    max_depth: float | None = None
+
+    def depth_result(self) -> DepthResult:
+        """The stabilised depth as a :class:`~anydepth.estimator.DepthResult` (kind, sizes and range as the
+        estimator gave them), for everything that takes one: normalisation, export, ComfyUI's ``DEPTH``."""
+        sizes = self.processed_size or [tuple(self.depth.shape[-2:])] * self.depth.shape[0]
+        return DepthResult(self.depth, self.kind, list(sizes), self.model_name, self.max_depth)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,6 +422,16 @@ def iter_video_depth(
         ``(start, Stabilized)`` with ``Stabilized.depth`` of shape ``(n, H, W)`` for frames
         ``start .. start + n - 1``.
     """
+    for start, st, _ in _stabilized_chunks(estimator, frames, chunk_size=chunk_size, overlap=overlap, mode=mode,
+                                           momentum=momentum, robust=robust, static_threshold=static_threshold,
+                                           **estimate_kwargs):
+        yield start, st
+
+
+def _stabilized_chunks(estimator: Any, frames: Any, *, chunk_size: int, overlap: int, mode: str, momentum: float,
+                       robust: str | None, static_threshold: float | None,
+                       **estimate_kwargs: Any) -> Iterator[tuple[int, Stabilized, Any]]:
+    """:func:`iter_video_depth` with each chunk's estimator result (for its kind, sizes and range)."""
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of frames, got {chunk_size!r}")
     if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunk_size:
@@ -434,7 +455,7 @@ def iter_video_depth(
         if mode == "running":
             st = stabilize_depth(raw, mode="running", mask=mask, momentum=momentum, robust=robust, reference=reference)
             reference = st.reference
-            yield start, st
+            yield start, st, result
         else:
             n_tail = 0 if tail_raw is None else tail_raw.shape[0]
             window = raw if n_tail == 0 else torch.cat([tail_raw, raw])
@@ -446,7 +467,7 @@ def iter_video_depth(
                 scale, shift = scale * tie.scale, shift * tie.scale + tie.shift
             tail_raw = window[-overlap:] if overlap else None
             tail_out = depth[-overlap:] if overlap else None
-            yield start, Stabilized(depth[n_tail:], scale[n_tail:], shift[n_tail:], st.reference)
+            yield start, Stabilized(depth[n_tail:], scale[n_tail:], shift[n_tail:], st.reference), result
         start += raw.shape[0]
 
 
@@ -472,20 +493,29 @@ def estimate_video(
         :class:`VideoDepth` with ``[T, H, W]`` depth on the estimator's output device.
 
     Example:
-        >>> est = DepthEstimator("v2-small")  # doctest: +SKIP
-        >>> video = estimate_video(est, frames, chunk_size=32)  # doctest: +SKIP
-        >>> control = normalize_clip(video.depth, video.kind)  # doctest: +SKIP
+        >>> from anydepth import DepthEstimator
+        >>> est = DepthEstimator("v2-small")
+        >>> frames = torch.rand(12, 60, 80, 3)  # [T, H, W, 3] in 0..1, e.g. a decoded clip
+        >>> video = estimate_video(est, frames, chunk_size=8)  # 8 frames in memory at a time
+        >>> control = normalize_clip(video.depth, video.kind)  # one mapping for the whole clip: no flicker
+        >>> control.shape, bool(control.min() >= 0) and bool(control.max() <= 1)
+        (torch.Size([12, 60, 80]), True)
     """
-    parts, scales, shifts = [], [], []
-    for start, st in iter_video_depth(estimator, frames, chunk_size=chunk_size, overlap=overlap, mode=mode,
-                                      momentum=momentum, robust=robust, static_threshold=static_threshold,
-                                      **estimate_kwargs):
+    parts, scales, shifts, sizes = [], [], [], []
+    last = None
+    for start, st, last in _stabilized_chunks(estimator, frames, chunk_size=chunk_size, overlap=overlap, mode=mode,
+                                              momentum=momentum, robust=robust, static_threshold=static_threshold,
+                                              **estimate_kwargs):
         parts.append(st.depth.float())
         scales.append(st.scale)
         shifts.append(st.shift)
+        # The estimator's own record of what the network saw (global pass size, also when tiling).
+        sizes += getattr(last, "processed_size", None) or [tuple(st.depth.shape[-2:])] * st.depth.shape[0]
         if callback is not None:
             callback(start + st.depth.shape[0])
     if not parts:
         raise ValueError("frames is empty; pass at least one frame")
-    kind = getattr(estimator, "kind", DISPARITY)
-    return VideoDepth(torch.cat(parts), kind, torch.cat(scales), torch.cat(shifts), getattr(estimator, "model_name", ""))
+    kind = getattr(last, "kind", None) or getattr(estimator, "kind", DISPARITY)
+    return VideoDepth(torch.cat(parts), kind, torch.cat(scales), torch.cat(shifts),
+                      getattr(last, "model_name", None) or getattr(estimator, "model_name", ""), [tuple(s) for s in sizes],
+                      getattr(last, "max_depth", None))

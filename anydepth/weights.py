@@ -1,9 +1,11 @@
 """Find, download and read Depth Anything checkpoints, whatever their published format.
 
 One canonical set of parameter names (the original release's) is understood by the network; every
-other layout is converted into it by one pure function per format. The format is spotted from a
-sentinel key, the architecture from tensor shapes, and what the model outputs from (in order) the
-caller, the transformers ``config.json``, the catalogue entry, the file name.
+other layout is converted into it by one pure function per format, which lives beside the network
+it feeds (:func:`~anydepth.models.depth_anything.convert_hf`, :func:`~anydepth.models.da3.convert_da3` ...).
+This module spots the format from sentinel keys (:data:`FORMATS`), the architecture from tensor
+shapes, and what the model outputs from (in order) the caller, the transformers ``config.json``,
+the catalogue entry, the file name; then loads strictly (:func:`build_model`).
 
 Safety: safetensors are preferred; pickle-based files go only through
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
@@ -21,10 +23,12 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .catalog import Variant, get_variant, variant_for_file, VARIANTS
+from .catalog import VARIANTS, Variant, get_variant, variant_for_file
 from .kinds import DISPARITY, METRIC_DEPTH, check_kind
 from .models import ARCHS, ArchConfig, DepthAnything, ModelConfig, create_model, layer_indices
-from .models.da3 import DA3Config, NestedDA3Config, da3_preset
+from .models.config import DA3Config, NestedDA3Config, da3_preset
+from .models.da3 import convert_da3
+from .models.depth_anything import convert_distill, convert_hf
 from .models.dinov2 import pos_grid_for
 
 log = logging.getLogger(__name__)
@@ -71,16 +75,23 @@ def model_dirs(models_dir: str | os.PathLike | Iterable[str | os.PathLike] | Non
 
 
 def find_local(variant: Variant, dirs: Iterable[Path]) -> Path | None:
-    """Path of ``variant`` in one of ``dirs`` (a weights file, or a folder holding every file), or ``None``."""
+    """Path of ``variant`` in one of ``dirs``, or ``None``.
+
+    Looks for its local name (a weights file, or a folder holding every required file) and then for
+    each of its aliases (other names the same weights are kept under, e.g. ``da3_large.safetensors``).
+    """
     if variant.local_name is None:
         return None
     for d in dirs:
         p = d / variant.local_name
         if variant.is_directory:
-            if p.is_dir() and all((p / f).is_file() for f in variant.files):
+            if p.is_dir() and all((p / f).is_file() for f in variant.required_files):
                 return p
         elif p.is_file():
             return p
+        found = next((d / a for a in variant.aliases if (d / a).is_file()), None)
+        if found is not None:
+            return found
     return None
 
 
@@ -89,7 +100,7 @@ def _offline() -> bool:
 
 
 def _not_local_message(variant: Variant, target: Path) -> str:
-    where = target / variant.local_name if variant.is_directory else target
+    where = target / variant.local_name if variant.is_directory else (target / variant.local_name).parent
     urls = ", ".join(f"https://huggingface.co/{variant.repo_id}/resolve/main/{f}" for f in variant.files)
     return f"{variant.name} is not present locally. Download {urls} and put it in {where}"
 
@@ -107,7 +118,9 @@ def download(variant: Variant, target_dir: Path, revision: str | None = None) ->
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    dest = target_dir / variant.local_name if variant.is_directory else target_dir
+    local = target_dir / variant.local_name
+    # hf_hub_download keeps the file's path inside the repo below local_dir.
+    dest = local if variant.is_directory else local.parents[len(Path(variant.weights_file).parts) - 1]
     dest.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s (%s, license %s) into %s", variant.name, variant.repo_id, variant.license, dest)
     try:
@@ -117,7 +130,7 @@ def download(variant: Variant, target_dir: Path, revision: str | None = None) ->
         raise WeightsNotFoundError(_not_local_message(variant, target_dir) + f" (the hub could not be reached: {e})") from e
     except (EntryNotFoundError, RepositoryNotFoundError) as e:
         raise WeightsNotFoundError(f"{variant.name}: {variant.repo_id} has no {variant.files} at revision {revision or 'main'} ({e})") from e
-    return dest if variant.is_directory else dest / variant.weights_file
+    return local
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,7 @@ def resolve_checkpoint(
     """
     p = Path(model).expanduser()
     if p.exists():
-        return ResolvedCheckpoint(p, variant_for_file(p.name))
+        return ResolvedCheckpoint(p, variant_for_file(p))
     name = str(model)
     if name not in VARIANTS:
         if any(name.endswith(s) for s in WEIGHT_SUFFIXES) or os.sep in name:
@@ -218,66 +231,8 @@ def _unwrap(obj: object, path: Path) -> StateDict:
 
 
 # --------------------------------------------------------------------------------------------
-# Formats: sentinel key -> converter into the original layout
-
-
-def convert_hf(sd: StateDict) -> StateDict:
-    """transformers ``DepthAnythingForDepthEstimation`` keys -> original keys.
-
-    Accepts the published attention names (``attention.attention.query``, ``attention.output.dense``)
-    and the names transformers ≥ 5 uses in memory (``attention.q_proj`` ... ``attention.o_proj``);
-    separate q/k/v are concatenated into ``attn.qkv``.
-    """
-    out: StateDict = {}
-    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    renames = [
-        (r"backbone\.embeddings\.cls_token", "pretrained.cls_token"),
-        (r"backbone\.embeddings\.mask_token", "pretrained.mask_token"),
-        (r"backbone\.embeddings\.position_embeddings", "pretrained.pos_embed"),
-        (r"backbone\.embeddings\.patch_embeddings\.projection\.", "pretrained.patch_embed.proj."),
-        (r"backbone\.layernorm\.", "pretrained.norm."),
-        (r"backbone\.encoder\.layer\.(\d+)\.(attention\.output\.dense|attention\.o_proj)\.", r"pretrained.blocks.\1.attn.proj."),
-        (r"backbone\.encoder\.layer\.(\d+)\.layer_scale(\d)\.lambda1", r"pretrained.blocks.\1.ls\2.gamma"),
-        (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"pretrained.blocks.\1.mlp.w12."),
-        (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_out\.", r"pretrained.blocks.\1.mlp.w3."),
-        (r"backbone\.encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"pretrained.blocks.\1.\2."),
-        (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"depth_head.projects.\1."),
-        (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"depth_head.resize_layers.\1."),
-        (r"head\.conv1\.", "depth_head.scratch.output_conv1."),
-        (r"head\.conv2\.", "depth_head.scratch.output_conv2.0."),
-        (r"head\.conv3\.", "depth_head.scratch.output_conv2.2."),
-    ]
-    qkv_re = re.compile(r"backbone\.encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
-    for k, v in sd.items():
-        m = qkv_re.match(k)
-        if m:
-            which = {"query": "q", "key": "k", "value": "v"}.get(m.group(2) or "", m.group(3))
-            qkv.setdefault((int(m.group(1)), m.group(4)), {})[which] = v
-            continue
-        m = re.match(r"neck\.convs\.(\d)\.(.*)", k)
-        if m:
-            out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
-            continue
-        m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.*)", k)
-        if m:
-            rest = (m.group(2).replace("projection.", "out_conv.").replace("residual_layer", "resConfUnit")
-                    .replace("convolution", "conv"))
-            out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
-            continue
-        for pattern, repl in renames:
-            new, n = re.subn("^" + pattern, repl, k)
-            if n:
-                out[new] = v
-                break
-        else:
-            out[k] = v  # left for the strict load to report
-    for (layer, param), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            for which, t in parts.items():  # incomplete: keep under a name the strict load will report
-                out[f"backbone.encoder.layer.{layer}.attention.{which}.{param}"] = t
-            continue
-        out[f"pretrained.blocks.{layer}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
-    return out
+# Formats: sentinel keys -> converter into the network's own names. The converters live beside the
+# network they feed (models/depth_anything.py, models/da3.py); this module only picks one.
 
 
 def convert_original(sd: StateDict) -> StateDict:
@@ -285,55 +240,29 @@ def convert_original(sd: StateDict) -> StateDict:
     return sd
 
 
-class UnsupportedFamilyError(CheckpointError):
-    pass
-
-
-#: Prefixes of the Gaussian-splatting head of DA3 GIANT, which is not built (skipped at load).
-DA3_SKIPPED_PREFIXES = ("gs_head.", "gs_adapter.", "da3.gs_head.", "da3.gs_adapter.")
-
-_DA3_SHARED_NORM = re.compile(r"^(.*head\.scratch\.output_conv2_aux)\.(\d)\.2\.(weight|bias)$")
-
-
-def convert_da3(sd: StateDict) -> StateDict:
-    """Depth Anything 3 ``model.safetensors`` keys (``model.`` already stripped) -> this implementation's.
-
-    * ``backbone.pretrained.*`` -> ``backbone.*`` (also under ``da3.`` / ``da3_metric.`` of the nested model);
-    * the Gaussian-splatting head of GIANT (``gs_head.*``) is dropped: it is not built;
-    * the DualDPT aux heads share one LayerNorm that files store once (``...output_conv2_aux.0.2``):
-      its tensors are filled in for all four heads so that the strict load sees every key.
-    """
-    out: StateDict = {}
-    skipped = 0
-    for k, v in sd.items():
-        if k.startswith(DA3_SKIPPED_PREFIXES):
-            skipped += 1
-            continue
-        out[k.replace("backbone.pretrained.", "backbone.", 1)] = v
-    if skipped:
-        log.info("skipped %d tensors of the Gaussian-splatting head (not supported)", skipped)
-    for k, v in list(out.items()):
-        m = _DA3_SHARED_NORM.match(k)
-        if m:
-            for i in range(4):
-                out.setdefault(f"{m.group(1)}.{i}.2.{m.group(3)}", v)
-    return out
-
-
-#: Sentinel key -> (format name, converter). The first match wins.
-FORMATS: list[tuple[str, str, Callable[[StateDict], StateDict]]] = [
-    ("pretrained.patch_embed.proj.weight", "original", convert_original),
-    ("backbone.embeddings.patch_embeddings.projection.weight", "hf", convert_hf),
-    ("backbone.pretrained.patch_embed.proj.weight", "da3", convert_da3),
-    ("backbone.patch_embed.proj.weight", "da3", convert_da3),
-    ("da3.backbone.pretrained.patch_embed.proj.weight", "da3", convert_da3),
-    ("da3.backbone.patch_embed.proj.weight", "da3", convert_da3),
+#: (sentinel keys that must all be present, format name, converter). The first match wins, so a
+#: more specific row comes before a row whose keys it shares (Distill-Any-Depth's ``backbone.*``
+#: DINOv2 with a ``depth_head`` before the DA3 mono/metric ``backbone.*`` with a ``head``).
+FORMATS: list[tuple[tuple[str, ...], str, Callable[[StateDict], StateDict]]] = [
+    (("pretrained.patch_embed.proj.weight",), "original", convert_original),
+    (("backbone.embeddings.patch_embeddings.projection.weight",), "hf", convert_hf),
+    (("backbone.patch_embed.proj.weight", "depth_head.projects.0.weight"), "distill", convert_distill),
+    (("backbone.pretrained.patch_embed.proj.weight",), "da3", convert_da3),
+    (("backbone.patch_embed.proj.weight",), "da3", convert_da3),
+    (("da3.backbone.pretrained.patch_embed.proj.weight",), "da3", convert_da3),
+    (("da3.backbone.patch_embed.proj.weight",), "da3", convert_da3),
 ]
 
 
 def detect_format(sd: StateDict) -> tuple[str, Callable[[StateDict], StateDict]]:
-    for sentinel, name, convert in FORMATS:
-        if sentinel in sd:
+    """The format of a state dict and its converter, from the first :data:`FORMATS` row whose keys it holds.
+
+    Example:
+        >>> detect_format({"backbone.patch_embed.proj.weight": torch.zeros(1), "depth_head.projects.0.weight": torch.zeros(1)})[0]
+        'distill'
+    """
+    for sentinels, name, convert in FORMATS:
+        if all(k in sd for k in sentinels):
             return name, convert
     sample = ", ".join(sorted(sd)[:3])
     raise CheckpointError(f"not a Depth Anything V1/V2 checkpoint (nor Depth Anything 3; no known sentinel key; first keys: {sample})")
@@ -460,7 +389,9 @@ def _hints_from_hf_config(config: dict) -> dict:
     if backbone.get("num_attention_heads"):
         hints["num_heads"] = backbone["num_attention_heads"]
     if config.get("depth_estimation_type") == "metric":
-        hints.update(kind=METRIC_DEPTH, max_depth=float(config.get("max_depth") or 1.0))
+        hints["kind"] = METRIC_DEPTH
+        if config.get("max_depth"):  # transformers would silently use 1 m without it: never guess here
+            hints["max_depth"] = float(config["max_depth"])
     elif config.get("depth_estimation_type") == "relative":
         hints["kind"] = DISPARITY
     return hints
@@ -489,6 +420,12 @@ def read_checkpoint(
 
     Output kind and layer selection come from, in order of precedence: the arguments, the
     transformers ``config.json``, the catalogue entry, the file name; a V2 relative model otherwise.
+    A metric range is never invented: a metric ``config.json`` without ``max_depth`` takes the
+    catalogue's range when the file is a known variant.
+
+    Raises:
+        CheckpointError: unreadable or unknown file, or a metric model whose range is unknown (the
+            message names the file and the ``max_depth=`` / ``--max-depth`` override).
     """
     path = Path(path)
     raw, hf_config = read_state_dict(path)
@@ -497,7 +434,7 @@ def read_checkpoint(
         sd = convert(raw)
     except CheckpointError as e:
         raise type(e)(f"{path}: {e}") from e
-    variant = variant or variant_for_file(path.name)
+    variant = variant or variant_for_file(path)
     if fmt == "da3":
         if family not in (None, "da3") or max_depth is not None or kind not in (None, "depth", "metric_depth"):
             raise ValueError(f"{path}: a Depth Anything 3 file takes no family/max_depth override and kind 'depth' "
@@ -515,7 +452,11 @@ def read_checkpoint(
     if variant is not None:
         hints.update(family=variant.family, kind=variant.kind, max_depth=variant.max_depth)
     if hf_config:
-        hints.update(_hints_from_hf_config(hf_config))
+        hf_hints = _hints_from_hf_config(hf_config)
+        if hf_hints.get("kind") == METRIC_DEPTH and "max_depth" not in hf_hints:
+            # A metric config.json without a range: only the catalogue (or the caller) may give one, not the name.
+            hf_hints["max_depth"] = variant.max_depth if variant is not None else None
+        hints.update(hf_hints)
     overrides = {k: v for k, v in (("family", family), ("kind", kind), ("max_depth", max_depth)) if v is not None}
     hints.update(overrides)
     if "family" in overrides:
@@ -526,11 +467,22 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: {e}") from e
     out_kind = check_kind(hints.get("kind", DISPARITY))
     if out_kind == METRIC_DEPTH and not hints.get("max_depth"):
-        raise CheckpointError(f"{path}: metric model needs max_depth (20 for indoor/Hypersim, 80 for outdoor/VKITTI); pass max_depth=")
+        raise CheckpointError(_no_max_depth_message(path, hf_config))
     layers = hints.get("layers") or layer_indices(hints.get("family", "v2"), arch.depth)
     cfg = ModelConfig(arch, tuple(layers), out_kind, hints.get("max_depth") if out_kind == METRIC_DEPTH else None,
                       name=variant.name if variant else path.name)
     return LoadedCheckpoint(sd, cfg, path, fmt, variant)
+
+
+def _no_max_depth_message(path: Path, hf_config: dict | None) -> str:
+    """Why a metric checkpoint has no range, naming the file to blame and the override to use."""
+    override = ("give the range in metres with max_depth= in Python or --max-depth on the command line "
+                "(20 for indoor/Hypersim models, 80 for outdoor/VKITTI)")
+    if hf_config and hf_config.get("depth_estimation_type") == "metric":
+        cfg = (path if path.is_dir() else path.parent) / "config.json"
+        return (f"{cfg}: a metric model (depth_estimation_type 'metric') without max_depth, and {path.name} is not a "
+                f"catalogue model whose range is known (`anydepth info` lists them); {override}")
+    return f"{path}: a metric model needs its range and the file does not give it; {override}"
 
 
 def _summarise(keys: Iterable[str], n: int = 4) -> str:
@@ -578,7 +530,10 @@ def load_model(
     """Resolve (and if needed download) a model by catalogue name or path and build it.
 
     Example:
-        >>> net = load_model("v2-small", device="cuda", dtype=torch.float16)  # doctest: +SKIP
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"
+        >>> net = load_model("v2-small", device=device, dtype=torch.float16)
+        >>> next(net.parameters()).dtype, net.config.kind
+        (torch.float16, 'disparity')
     """
     resolved = resolve_checkpoint(model, models_dir=models_dir, revision=revision)
     ckpt = read_checkpoint(resolved.path, variant=resolved.variant, family=family, kind=kind, max_depth=max_depth)

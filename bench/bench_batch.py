@@ -10,7 +10,7 @@ Depth Anything V2 random weights (seeded, built from a config: no hub access):
 * reference: ``transformers.pipeline("depth-estimation", model=<folder>)`` called once per image in a
   Python loop, saving its ``"depth"`` PIL image (what most scripts do);
 * anydepth: :func:`anydepth.batch.run_batch` with the local engine (threaded reads, batched inference,
-  threaded atomic writes), ``--format png8 --normalize minmax`` (the same min-max 8-bit picture the
+  threaded atomic writes), ``--format control_png8 --normalize minmax`` (the same min-max 8-bit picture the
   pipeline gives), once in fp32 (the reference's precision) and once with ``dtype="auto"`` (bf16 on
   CPUs with native bf16).
 
@@ -92,7 +92,7 @@ def run_anydepth(model_dir: Path, folder: Path, out: Path, dtype: str, batch_siz
     from anydepth.batch import OutputSpec, run_batch
 
     start = time.perf_counter()
-    report = run_batch([folder], out, spec=OutputSpec("png8", "minmax"), batch_size=batch_size, progress=False,
+    report = run_batch([folder], out, spec=OutputSpec("control_png8", "minmax"), batch_size=batch_size, progress=False,
                        model=str(model_dir), dtype=dtype, device="cpu")
     elapsed = time.perf_counter() - start
     if not report.ok or report.done != len(list(folder.glob("*.png"))):

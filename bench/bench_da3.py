@@ -118,7 +118,7 @@ def worker(impl: str, views: int, size: tuple[int, int], dtype_mode: str, device
     """One measurement in this (fresh) process."""
     from anydepth.memory import resolve_dtype
     from anydepth.models import create_model
-    from anydepth.models.da3 import DA3_PRESETS
+    from anydepth.models.config import DA3_PRESETS
     from anydepth.weights import convert_da3
 
     dev = torch.device(device)

@@ -4,8 +4,8 @@
 // coloured points, the camera frusta written as PLY edges, orbit (drag), zoom (wheel) and a point-size slider.
 // three.js r170 is vendored (js/vendor/three, MIT) and imported only when a viewer first loads a file.
 //
-// The node side is not there yet: the extension attaches the viewer to the node types in NODE_TYPES and reads
-// output[UI_KEY][0] = {filename, subfolder, type} from their UI output. No anydepth node sends it today.
+// The extension attaches the viewer to the node types in NODE_TYPES and reads output[UI_KEY][0] =
+// {filename, subfolder, type} from their UI output (Any-View Geometry sends its point cloud there).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 

@@ -13,11 +13,11 @@ import nodes as comfy_nodes  # ComfyUI's core nodes.py (this pack's own folder i
 import torch
 from comfy_api.latest import io
 
-from anydepth.fit import FIT_MODES, fit_to_size
+from anydepth.fit import FIT_MODES, check_fit_mode, fit_to_size
 from anydepth.normalize import normalize_depth, to_image
 
 from .types import Depth
-from .validation import check_options
+from .validation import check_with
 
 CATEGORY = "anydepth/conditioning"
 
@@ -70,7 +70,7 @@ class ApplyDepthControlNet(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, fit: str | None = None) -> bool | str:
-        return check_options(cls, fit=fit)
+        return check_with(check_fit_mode, fit) or True  # an old word ("stretch") gets its new name
 
     @classmethod
     def execute(cls, positive, negative, control_net, latent: dict, strength: float, start_percent: float,

@@ -14,13 +14,14 @@ from comfy_api.latest import io
 
 from anydepth.catalog import DEFAULT_MODEL, VARIANTS
 from anydepth.estimator import TTA_MODES, DepthResult
-from anydepth.normalize import COLORMAPS, NORMALIZE_MODES, SCOPES, apply_colormap, normalize_depth, to_image
+from anydepth.normalize import COLORMAPS, NORMALIZE_MODES, RELATIVE_MODES, SCOPES, apply_colormap, normalize_depth, to_image
 from anydepth.tiling import check_tile_size
 
 from . import folders, loader, preview
 from .model_patcher import DTYPE_CHOICES
+from .options import normalize_inputs, normalize_kwargs
 from .types import Depth, DepthModel
-from .validation import check_options
+from .validation import check_choices, check_with
 
 CATEGORY = "anydepth"
 
@@ -45,6 +46,11 @@ def _model_input() -> io.Combo.Input:
 
 def _input_size_input() -> io.Int.Input:
     return io.Int.Input("input_size", default=518, min=14, max=4088, step=14, tooltip=_INPUT_SIZE_TOOLTIP)
+
+
+def _check_model(option: str | None) -> str | None:
+    """Why a model dropdown value cannot be used, or ``None`` (also for a linked input): no folder walk."""
+    return check_with(folders.require_model_option, option)
 
 
 def _progress_callback(total: int):
@@ -82,7 +88,7 @@ class LoadDepthModel(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model: str | None = None, dtype: str | None = None, memory: str | None = None) -> bool | str:
-        return check_options(cls, model=model, dtype=dtype, memory=memory)
+        return _check_model(model) or check_choices(dtype=(dtype, DTYPE_CHOICES), memory=(memory, loader.MEMORY_MODES))
 
     @classmethod
     def fingerprint_inputs(cls, model: str, dtype: str, memory: str):
@@ -126,12 +132,7 @@ class EstimateDepth(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, tile_size: int | None = None, tta: str | None = None) -> bool | str:
-        if tile_size is not None:
-            try:
-                check_tile_size(tile_size)
-            except ValueError as e:
-                return str(e)
-        return check_options(cls, tta=tta)
+        return check_with(check_tile_size, tile_size) or check_choices(tta=(tta, TTA_MODES))
 
     @classmethod
     def execute(cls, depth_model, image: torch.Tensor, input_size: int, batch_size: int, tile_size: int = 0,
@@ -153,38 +154,18 @@ class DepthToImage(io.ComfyNode):
             description="Normalise raw depth into a grey image (near = white unless inverted) for depth ControlNets.",
             inputs=[
                 Depth.Input("depth", tooltip="Raw depth from Estimate Depth."),
-                io.Combo.Input("mode", options=list(NORMALIZE_MODES), default="v2_style",
-                               tooltip="v2_style: disparity clipped to the low/high percentiles (the Depth Anything "
-                                       "look). minmax: disparity min-max. metric_linear / metric_disparity (metric "
-                                       "models only): metres between near and far, linear or in 1/depth."),
-                io.Combo.Input("scope", options=list(SCOPES), default="image",
-                               tooltip="Statistics per image, or over the whole batch (one mapping for all video frames: "
-                                       "no flicker)."),
-                io.Float.Input("low_percentile", default=1.0, min=0.0, max=100.0, step=0.1,
-                               tooltip="v2_style: percentile that becomes black."),
-                io.Float.Input("high_percentile", default=99.0, min=0.0, max=100.0, step=0.1,
-                               tooltip="v2_style: percentile that becomes white."),
-                io.Float.Input("near", default=0.0, min=0.0, max=10000.0, step=0.01,
-                               tooltip="Metric modes: distance in metres that becomes white; 0 = the nearest pixel."),
-                io.Float.Input("far", default=0.0, min=0.0, max=10000.0, step=0.01,
-                               tooltip="Metric modes: distance in metres that becomes black; 0 = the farthest pixel."),
-                io.Boolean.Input("invert", default=False, tooltip="Swap black and white (near = black)."),
-                io.Float.Input("gamma", default=1.0, min=0.05, max=10.0, step=0.01,
-                               tooltip="Exponent applied last; below 1 brightens the far range."),
+                *normalize_inputs("mode", "scope", "low_percentile", "high_percentile", "near", "far", "invert", "gamma"),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="Grey depth image in 0..1, RGB.")],
         )
 
     @classmethod
     def validate_inputs(cls, mode: str | None = None, scope: str | None = None) -> bool | str:
-        return check_options(cls, mode=mode, scope=scope)
+        return check_choices(mode=(mode, NORMALIZE_MODES), scope=(scope, SCOPES))
 
     @classmethod
-    def execute(cls, depth: DepthResult, mode: str, scope: str, low_percentile: float, high_percentile: float,
-                near: float, far: float, invert: bool, gamma: float) -> io.NodeOutput:
-        x01 = normalize_depth(depth.stacked(), depth.kind, mode, scope=scope, low_percentile=low_percentile,
-                              high_percentile=high_percentile, near=near or None, far=far or None, invert=invert,
-                              gamma=gamma)
+    def execute(cls, depth: DepthResult, **options) -> io.NodeOutput:
+        x01 = normalize_depth(depth.stacked(), depth.kind, **normalize_kwargs(options))
         return io.NodeOutput(to_image(x01).to(mm.intermediate_device()))
 
 
@@ -199,14 +180,14 @@ class DepthColormap(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="A grey depth image in 0..1, e.g. from Depth to Image; RGB input is "
                                                 "averaged over its channels."),
-                io.Combo.Input("colormap", options=list(COLORMAPS), default="inferno", tooltip="Colour map."),
+                *normalize_inputs("colormap", defaults={"colormap": "inferno"}),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The coloured preview.")],
         )
 
     @classmethod
     def validate_inputs(cls, colormap: str | None = None) -> bool | str:
-        return check_options(cls, colormap=colormap)
+        return check_choices(colormap=(colormap, COLORMAPS))
 
     @classmethod
     def execute(cls, image: torch.Tensor, colormap: str) -> io.NodeOutput:
@@ -226,17 +207,14 @@ class DepthAnythingOneStep(io.ComfyNode):
                 io.Image.Input("image", tooltip="Images or video frames."),
                 _model_input(),
                 _input_size_input(),
-                io.Combo.Input("mode", options=["v2_style", "minmax"], default="v2_style",
-                               tooltip="v2_style: percentile-clipped disparity (Depth Anything look); minmax: full range."),
-                io.Combo.Input("scope", options=list(SCOPES), default="image",
-                               tooltip="Normalise each image alone, or the whole batch at once (no flicker in videos)."),
+                *normalize_inputs("mode", "scope", choices={"mode": RELATIVE_MODES}),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="Depth as a ControlNet image: near = white.")],
         )
 
     @classmethod
     def validate_inputs(cls, model: str | None = None, mode: str | None = None, scope: str | None = None) -> bool | str:
-        return check_options(cls, model=model, mode=mode, scope=scope)
+        return _check_model(model) or check_choices(mode=(mode, RELATIVE_MODES), scope=(scope, SCOPES))
 
     @classmethod
     def fingerprint_inputs(cls, image, model: str, input_size: int, mode: str, scope: str):

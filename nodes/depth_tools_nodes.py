@@ -7,9 +7,11 @@ calls the library: :mod:`anydepth.align`, :mod:`anydepth.video`, :mod:`anydepth.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+from dataclasses import replace
 
 import comfy.model_management as mm
 import comfy.utils
@@ -18,28 +20,28 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from anydepth.align import SPACES, align_scale_shift
+from anydepth.align import SPACES, align_scale_shift, aligned_kind
 from anydepth.estimator import TTA_MODES, DepthResult
-from anydepth.export import export_format, load_depth
-from anydepth.kinds import ALL_KINDS, DISPARITY, METRIC_DEPTH
+from anydepth.export import RAW_FORMATS, SUFFIX, export_format, load_depth
+from anydepth.kinds import ALL_KINDS, METRIC_DEPTH
 from anydepth.normalize import to_image
-from anydepth.preprocess import network_size
 from anydepth.tiling import check_tile_size
 from anydepth.video import STABILIZE_MODES, estimate_video, flicker, normalize_clip, stabilize_depth, static_mask
 
 from .types import Depth, DepthModel
-from .validation import check_options
+from .validation import check_choices, check_with
 
 CATEGORY = "anydepth"
 
 ROBUST_OPTIONS: tuple[str, ...] = ("none", "trimmed", "irls")
 """The robust dropdown: ``none`` is plain least squares (the library's ``robust=None``)."""
 
-DEPTH_FILE_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".exr", ".png")
-"""Files Load Depth lists from the input folder (PNGs only when they are 16-bit greyscale)."""
+DEPTH_FILE_SUFFIXES: tuple[str, ...] = tuple(sorted({SUFFIX[f] for f in RAW_FORMATS}))
+"""Files Load Depth lists from the input folder (PNGs only when they hold raw depth, not a control image)."""
 
 AUTO_KIND = "from file"
 """Load Depth's ``kind`` option that takes the kind recorded in the file."""
+KIND_OPTIONS: tuple[str, ...] = (AUTO_KIND, *ALL_KINDS)
 
 _ROBUST_TOOLTIP = ("Outlier handling of the scale/shift fit. none: plain least squares. trimmed: refit on the 80 % "
                    "best-fitting pixels. irls: Tukey-biweight reweighting (moving objects, bad reference pixels get "
@@ -68,15 +70,6 @@ def _as_bool_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor
     if mask.ndim not in (2, 3):
         raise ValueError(f"{name} must be a ComfyUI MASK of shape [B, H, W] or [H, W], got {tuple(mask.shape)}")
     return (mask if mask.ndim == 3 else mask[None]) > 0.5
-
-
-def _check_tile_and_tta(cls: type[io.ComfyNode], tile_size: int | None, tta: str | None, **options) -> bool | str:
-    if tile_size is not None:
-        try:
-            check_tile_size(tile_size)
-        except ValueError as e:
-            return str(e)
-    return check_options(cls, tta=tta, **options)
 
 
 class AlignDepth(io.ComfyNode):
@@ -116,21 +109,16 @@ class AlignDepth(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, space: str | None = None, robust: str | None = None) -> bool | str:
-        return check_options(cls, space=space, robust=robust)
+        return check_choices(space=(space, SPACES), robust=(robust, ROBUST_OPTIONS))
 
     @classmethod
     def execute(cls, depth: DepthResult, reference: DepthResult, space: str, robust: str,
                 mask: torch.Tensor | None = None, max_depth: float = 0.0) -> io.NodeOutput:
-        if space == "disparity" and (depth.kind != DISPARITY or reference.kind == DISPARITY):
-            raise ValueError(f"space 'disparity' aligns a disparity depth to a reference in depth units; got depth of "
-                             f"kind {depth.kind} and a reference of kind {reference.kind}: use space 'direct'")
-        if space == "direct" and (depth.kind == DISPARITY) != (reference.kind == DISPARITY):
-            raise ValueError(f"depth ({depth.kind}) and reference ({reference.kind}) run in opposite directions "
-                             "(disparity: larger = nearer); use space 'disparity' to align a disparity to a depth")
+        kind = aligned_kind(depth.kind, reference.kind, space)
         ref = reference.stacked().to(depth.stacked().device)
         out = align_scale_shift(depth.stacked(), ref, _as_bool_mask(mask), space=space, robust=_robust(robust),
                                 max_depth=max_depth or None)
-        aligned = DepthResult(out.aligned.float().to(mm.intermediate_device()), reference.kind,
+        aligned = DepthResult(out.aligned.float().to(mm.intermediate_device()), kind,
                               list(depth.processed_size), depth.model_name, reference.max_depth)
         report = _json({"scale": out.scale.tolist(), "shift": out.shift.tolist(), "space": space})
         return io.NodeOutput(aligned, report)
@@ -188,7 +176,8 @@ class EstimateVideoDepth(io.ComfyNode):
                         robust: str | None = None, tile_size: int | None = None, tta: str | None = None) -> bool | str:
         if chunk_size is not None and overlap is not None and overlap >= chunk_size:
             return f"overlap ({overlap}) must be less than chunk_size ({chunk_size})"
-        return _check_tile_and_tta(cls, tile_size, tta, mode=mode, robust=robust)
+        return check_with(check_tile_size, tile_size) or check_choices(
+            tta=(tta, TTA_MODES), mode=(mode, STABILIZE_MODES), robust=(robust, ROBUST_OPTIONS))
 
     @classmethod
     def execute(cls, depth_model, image: torch.Tensor, input_size: int, batch_size: int, chunk_size: int, overlap: int,
@@ -200,10 +189,8 @@ class EstimateVideoDepth(io.ComfyNode):
                                robust=_robust(robust), static_threshold=static_threshold or None,
                                callback=bar.update_absolute, input_size=input_size, batch_size=batch_size,
                                tile_size=tile_size, tta=tta)
-        config = estimator.model.config
-        depth = video.depth.to(mm.intermediate_device())
-        result = DepthResult(depth, video.kind, [network_size(*depth.shape[-2:], input_size)] * depth.shape[0],
-                             video.model_name, config.max_depth if video.kind == METRIC_DEPTH else None)
+        result = video.depth_result()
+        result = replace(result, depth=result.depth.to(mm.intermediate_device()))
         control = to_image(normalize_clip(video.depth, video.kind)).to(mm.intermediate_device())
         return io.NodeOutput(result, control)
 
@@ -242,7 +229,7 @@ class StabilizeDepth(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, mode: str | None = None, robust: str | None = None) -> bool | str:
-        return check_options(cls, mode=mode, robust=robust)
+        return check_choices(mode=(mode, STABILIZE_MODES), robust=(robust, ROBUST_OPTIONS))
 
     @classmethod
     def execute(cls, depth: DepthResult, mode: str, robust: str, momentum: float, frames: torch.Tensor | None = None,
@@ -267,17 +254,25 @@ class StabilizeDepth(io.ComfyNode):
         return io.NodeOutput(out, report)
 
 
-def _is_png16(path: str) -> bool:
-    """Whether a PNG is 16-bit greyscale (reads the header only)."""
+@functools.lru_cache(maxsize=4096)
+def _png_holds_depth(path: str, mtime_ns: int, size: int) -> bool:
+    """Whether a PNG is 16-bit grey and not marked as a control image (its header only; cached per file
+    version, so listing the input folder opens each PNG once)."""
     try:
-        with Image.open(path) as im:
-            return im.mode.startswith("I")
-    except OSError:
+        with Image.open(path) as im:  # parses the chunks before the pixels, text included
+            if not im.mode.startswith("I"):
+                return False
+            meta = json.loads(im.info.get("anydepth") or "{}")
+    except (OSError, ValueError):
         return False
+    return not (isinstance(meta, dict) and meta.get("content") == "control_image")
 
 
 def depth_files() -> list[str]:
-    """Depth files in ComfyUI's input folder and its sub-folders, as ``/``-separated relative paths."""
+    """Raw depth files in ComfyUI's input folder and its sub-folders, as ``/``-separated relative paths.
+
+    ``.npy``, ``.npz`` and ``.exr`` by name; a ``.png`` when it is 16-bit grey and not a control image.
+    """
     root = folder_paths.get_input_directory()
     found: list[str] = []
     for folder, dirs, files in os.walk(root):
@@ -287,10 +282,25 @@ def depth_files() -> list[str]:
             if suffix not in DEPTH_FILE_SUFFIXES or name.startswith("."):
                 continue
             full = os.path.join(folder, name)
-            if suffix == ".png" and not _is_png16(full):
-                continue
+            if suffix == ".png":
+                st = os.stat(full)
+                if not _png_holds_depth(full, st.st_mtime_ns, st.st_size):
+                    continue
             found.append(os.path.relpath(full, root).replace(os.sep, "/"))
     return sorted(found)
+
+
+def check_depth_file(name: str) -> str:
+    """``name`` if it is a depth file in the input folder (by its suffix and one stat: no listing, no reading),
+    else a ``ValueError`` saying why."""
+    full = _input_path(name)
+    if os.path.splitext(name)[1].lower() not in DEPTH_FILE_SUFFIXES:
+        raise ValueError(f"file {name!r} is not a depth file ({', '.join(DEPTH_FILE_SUFFIXES)}); pick one from the "
+                         "dropdown")
+    if not os.path.isfile(full):
+        raise ValueError(f"file {name!r} is not available in the input folder {folder_paths.get_input_directory()}; "
+                         "copy it there (e.g. from the output folder) and refresh")
+    return name
 
 
 def _input_path(name: str) -> str:
@@ -309,13 +319,16 @@ class LoadDepth(io.ComfyNode):
             node_id="AnyDepthLoadDepth",
             display_name="Load Depth",
             category=f"{CATEGORY}/io",
-            description="Load raw depth saved by Save Depth (or another tool) from the input folder: NPY (+ .json), "
-                        "NPZ, EXR (needs OpenEXR) or a 16-bit PNG, with the kind and units recorded in the file.",
+            description="Load raw depth saved by Save Depth or `anydepth estimate` (or another tool) from the input "
+                        "folder: npy (+ .json), npz, exr (needs OpenEXR) or depth_png16, with the kind and units "
+                        "recorded in the file. Control images (normalised pictures) are refused: they hold no depth "
+                        "values.",
             inputs=[
                 io.Combo.Input("file", options=depth_files(),
-                               tooltip="Depth files in ComfyUI's input folder and its sub-folders (.npy, .npz, .exr, "
-                                       "16-bit .png). Copy files from the output folder there to load them."),
-                io.Combo.Input("kind", options=[AUTO_KIND, *ALL_KINDS], default=AUTO_KIND,
+                               tooltip="Raw depth files in ComfyUI's input folder and its sub-folders (.npy, .npz, "
+                                       ".exr, 16-bit raw-depth .png). Copy files from the output folder there to load "
+                                       "them."),
+                io.Combo.Input("kind", options=list(KIND_OPTIONS), default=AUTO_KIND,
                                tooltip="What the values mean. from file: as recorded by Save Depth (files from other "
                                        "tools need a choice: disparity = larger is nearer, metric_depth = metres)."),
             ],
@@ -324,7 +337,7 @@ class LoadDepth(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, file: str | None = None, kind: str | None = None) -> bool | str:
-        return check_options(cls, file=file, kind=kind)
+        return check_with(check_depth_file, file) or check_choices(kind=(kind, KIND_OPTIONS))
 
     @classmethod
     def fingerprint_inputs(cls, file: str, kind: str):

@@ -74,12 +74,31 @@ def model_options() -> list[str]:
     return model_files() + list(catalogue_labels())
 
 
+def require_model_option(option: str) -> str:
+    """``option`` if it is a catalogue entry or a weight file in a model folder, else a ``ValueError`` saying why.
+
+    For prompt validation on every queue: one lookup of this value (a stat per model folder), no listing.
+    """
+    if option in catalogue_labels():
+        return option
+    if os.path.splitext(option)[1].lower() not in EXTENSIONS:
+        raise ValueError(f"model {option!r} is neither a weight file ({', '.join(sorted(EXTENSIONS))}) nor a catalogue "
+                         "entry; pick an entry of the dropdown")
+    try:
+        resolve(option)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return option
+
+
 def resolve(option: str) -> tuple[str | Path, Variant | None]:
     """Turn a dropdown entry into what :func:`anydepth.weights.resolve_checkpoint` takes.
 
     A catalogue entry gives its catalogue name. A file name is looked up in the model folders only
     (``folder_paths.get_full_path`` refuses paths that leave them); ``model.safetensors`` /
-    ``pytorch_model.bin`` give their folder, whose name and ``config.json`` tell the variant.
+    ``pytorch_model.bin`` next to a ``config.json`` give their folder (a transformers or DA3 repo),
+    whose name and ``config.json`` tell the variant; elsewhere (``Distill-Any-Depth/large/model.safetensors``)
+    the file itself, whose path tells the variant.
 
     Raises:
         FileNotFoundError: the file is in none of the model folders.
@@ -92,7 +111,8 @@ def resolve(option: str) -> tuple[str | Path, Variant | None]:
         full = folder_paths.get_full_path(name, option)
         if full is not None:
             path = Path(full)
-            return (path.parent if path.name in _GENERIC_NAMES else path), None
+            repo_folder = path.name in _GENERIC_NAMES and (path.parent / "config.json").is_file()
+            return (path.parent if repo_folder else path), None
     raise FileNotFoundError(
         f"depth model {option!r} is not in any depth model folder ({', '.join(model_dirs())}); "
         "put the file there, or pick a catalogue entry to download it"

@@ -18,11 +18,13 @@ import torch
 from comfy_api.latest import io, ui
 
 from anydepth.anyview import GeometryResult
-from anydepth.geometry import cameras_to_json, glb_alignment, write_glb, write_ply
+from anydepth.geometry import cameras_to_json
 from anydepth.models.da3 import REF_VIEW_STRATEGIES
+from anydepth.normalize import to_image
+from anydepth.scene import confidence_map, parse_cameras, write_point_cloud
 
 from .types import Depth, DepthModel, Geometry
-from .validation import check_options
+from .validation import check_choices
 
 CATEGORY = "anydepth/geometry"
 UI_KEY = "anydepth_geometry"
@@ -30,55 +32,6 @@ UI_KEY = "anydepth_geometry"
 FORMATS: tuple[str, ...] = ("ply", "glb", "ply+glb")
 PREVIEW_POINTS = 200_000
 """Points in the viewer's PLY (a seeded random subset beyond this)."""
-
-
-def parse_cameras(text: str, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Known cameras from JSON: a list of ``n`` views, each with ``intrinsics`` (3×3, pixels of its input
-    image) and optionally ``extrinsics`` (3×4 or 4×4 world-to-camera) — the format the ``camera_poses``
-    output and ``cameras.json`` use. An empty string gives ``(None, None)``.
-
-    Returns:
-        ``(extrinsics [n, 3|4, 4] or None, intrinsics [n, 3, 3] or None)``, float64.
-    """
-    if not text.strip():
-        return None, None
-    try:
-        views = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"cameras: not valid JSON ({e}); expected a list of views with 'intrinsics' and 'extrinsics'") from None
-    if isinstance(views, dict) and "views" in views:
-        views = views["views"]
-    if not isinstance(views, list) or len(views) != n or not all(isinstance(v, dict) for v in views):
-        got = len(views) if isinstance(views, list) else type(views).__name__
-        raise ValueError(f"cameras: expected a list of {n} views (one per image), got {got}")
-    try:
-        k = torch.tensor([v["intrinsics"] for v in views], dtype=torch.float64) if all("intrinsics" in v for v in views) else None
-        has_ext = [("extrinsics" in v) for v in views]
-        if any(has_ext) and not all(has_ext):
-            raise ValueError("cameras: give extrinsics for every view or for none")
-        ext = torch.tensor([v["extrinsics"] for v in views], dtype=torch.float64) if all(has_ext) else None
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"cameras: {e}") from None
-    if k is None and any("intrinsics" in v for v in views):
-        raise ValueError("cameras: give intrinsics for every view or for none")
-    return ext, k
-
-
-def confidence_image(res: GeometryResult) -> torch.Tensor:
-    """Confidence as a grey IMAGE ``[N, H, W, 3]`` in 0..1 (min-max over the batch); zeros without confidence.
-
-    Views of different sizes are resized to the first view's size.
-    """
-    if res.confidence is None:
-        depth = res.maps("depth")
-        return torch.zeros(len(depth), *depth[0].shape, 3)
-    maps = res.maps("confidence")
-    size = tuple(maps[0].shape)
-    conf = torch.stack([m if tuple(m.shape) == size else torch.nn.functional.interpolate(
-        m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0] for m in maps]).float()
-    lo, hi = conf.amin(), conf.amax()
-    x01 = (conf - lo) / (hi - lo).clamp_min(1e-12)
-    return x01[..., None].expand(*x01.shape, 3).contiguous()
 
 
 def _saved(path: str, base: str, folder_type: io.FolderType) -> ui.SavedResult:
@@ -124,13 +77,15 @@ class AnyViewGeometry(io.ComfyNode):
     def validate_inputs(cls, ref_view_strategy: str | None = None, process_res: int | None = None) -> bool | str:
         if process_res is not None and process_res % 14:
             return f"process_res must be a multiple of 14, got {process_res}"
-        return check_options(cls, ref_view_strategy=ref_view_strategy)
+        return check_choices(ref_view_strategy=(ref_view_strategy, REF_VIEW_STRATEGIES))
 
     @classmethod
     def execute(cls, depth_model, image: torch.Tensor, ref_view_strategy: str, process_res: int,
                 cameras: str = "") -> io.NodeOutput:
         estimator = depth_model.require_anyview_estimator("Any-View Geometry")
-        extrinsics, intrinsics = parse_cameras(cameras or "", image.shape[0])
+        extrinsics = intrinsics = None
+        if cameras and cameras.strip():  # empty: estimate the cameras
+            extrinsics, intrinsics = parse_cameras(cameras, image.shape[0], source="cameras input")
         bar = comfy.utils.ProgressBar(image.shape[0])
         res = estimator.estimate(image, extrinsics=extrinsics, intrinsics=intrinsics, ref_view_strategy=ref_view_strategy,
                                  process_res=process_res, callback=lambda done, total: bar.update_absolute(done, total))
@@ -139,10 +94,11 @@ class AnyViewGeometry(io.ComfyNode):
         if res.has_cameras:
             temp = folder_paths.get_temp_directory()
             folder, filename, counter, _, _ = folder_paths.get_save_image_path("anydepth/geometry", temp)
-            path = write_ply(os.path.join(folder, f"{filename}_{counter:05}_.ply"), res.point_cloud(max_points=PREVIEW_POINTS),
-                             res.frusta())
-            ui_out = {UI_KEY: [_saved(path, temp, io.FolderType.temp)]}
-        return io.NodeOutput(res.depth_result(), confidence_image(res).to(mm.intermediate_device()), poses, res, ui=ui_out)
+            saved = write_point_cloud(res, {"ply": os.path.join(folder, f"{filename}_{counter:05}_.ply")},
+                                      max_points=PREVIEW_POINTS)
+            ui_out = {UI_KEY: [_saved(saved.paths["ply"], temp, io.FolderType.temp)]}
+        confidence = to_image(confidence_map(res)).to(mm.intermediate_device())
+        return io.NodeOutput(res.depth_result(), confidence, poses, res, ui=ui_out)
 
 
 class GeometryToPointCloud(io.ComfyNode):
@@ -172,7 +128,7 @@ class GeometryToPointCloud(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, format: str | None = None) -> bool | str:
-        return check_options(cls, format=format)
+        return check_choices(format=(format, FORMATS))
 
     @classmethod
     def execute(cls, geometry: GeometryResult, format: str, conf_percentile: float, max_points: int,
@@ -180,15 +136,10 @@ class GeometryToPointCloud(io.ComfyNode):
         if not geometry.has_cameras:
             raise ValueError("Geometry to Point Cloud: this geometry has no cameras (a mono / metric DA3 model without "
                              "known cameras); use an any-view DA3 model or give cameras to Any-View Geometry")
-        cloud = geometry.point_cloud(conf_percentile=conf_percentile, max_points=max_points)
-        frusta = geometry.frusta()
         out = folder_paths.get_output_directory()
         folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, out)
         stem = os.path.join(folder, f"{filename}_{counter:05}_")
-        saved: list[ui.SavedResult] = []
-        if "ply" in format.split("+"):
-            saved.append(_saved(write_ply(stem + ".ply", cloud, frusta), out, io.FolderType.output))
-        if "glb" in format.split("+"):
-            transform = glb_alignment(geometry.extrinsics[0], cloud.points)
-            saved.append(_saved(write_glb(stem + ".glb", cloud, frusta, transform=transform), out, io.FolderType.output))
-        return io.NodeOutput(ui={"point_clouds": saved, "points": [len(cloud)], "cameras": [int(frusta.shape[0])]})
+        saved = write_point_cloud(geometry, {f: f"{stem}.{f}" for f in format.split("+")},
+                                  conf_percentile=conf_percentile, max_points=max_points)
+        files = [_saved(path, out, io.FolderType.output) for path in saved.paths.values()]
+        return io.NodeOutput(ui={"point_clouds": files, "points": [saved.points], "cameras": [saved.cameras]})

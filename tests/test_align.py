@@ -222,3 +222,19 @@ def test_metrics_known_values():
     assert math.isnan(abs_rel(pred, torch.zeros_like(target)).item())
     m = evaluate_depth(2 * target + 1, target, space="direct")
     torch.testing.assert_close(m.abs_rel, torch.zeros(1), atol=1e-6, rtol=0)
+
+
+def test_aligned_kind_says_which_space_fits():
+    from anydepth.align import aligned_kind
+
+    assert aligned_kind("disparity", "metric_depth", "disparity") == "metric_depth"
+    assert aligned_kind("depth", "metric_depth", "direct") == "metric_depth"  # DA3 relative depth to metres
+    assert aligned_kind("disparity", "disparity", "direct") == "disparity"
+    with pytest.raises(ValueError, match="opposite directions.*use space 'disparity'"):
+        aligned_kind("disparity", "metric_depth", "direct")
+    with pytest.raises(ValueError, match="use space 'direct'"):
+        aligned_kind("disparity", "disparity", "disparity")
+    with pytest.raises(ValueError, match="use space 'direct'"):
+        aligned_kind("metric_depth", "depth", "disparity")
+    with pytest.raises(ValueError, match="unknown depth kind"):
+        aligned_kind("inverse", "depth")

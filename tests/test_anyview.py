@@ -13,13 +13,14 @@ import torch
 pytest.importorskip("depth_anything_3", reason="the official reference: pip install --no-deps depth-anything-3==0.1.1")
 
 from tiny_da3 import TINY_FILE, TINY_MONO, official_nested, official_tiny, ours_from, save_official
-from tiny_da3 import rel_error as _rel
 
 from anydepth import DepthEstimator
 from anydepth.anyview import AnyViewEstimator, area_resize, da3_processed_size, normalize_extrinsics, resize_views, umeyama_sim3
-from anydepth.models.da3 import NestedDA3Config, quaternion_to_matrix
+from anydepth.cameras import quaternion_to_matrix
+from anydepth.models.config import NestedDA3Config
 from anydepth.normalize import normalize_depth
 from anydepth.preprocess import resize_depth
+from conftest import rel_error as _rel
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -227,8 +228,8 @@ def test_geometry_cli(tmp_path, tiny_anyview, monkeypatch):
                "--colmap"])
     assert rc == 0
     for i in range(3):
-        d = np.load(out / f"view{i}_depth.npy")
-        c = np.load(out / f"view{i}_conf.npy")
+        d = np.load(out / "photos" / f"view{i}_depth.npy")  # per-view files mirror the input folder
+        c = np.load(out / "photos" / f"view{i}_conf.npy")
         assert d.shape == c.shape == (84, 126) and d.dtype == np.float32 and (d > 0).all() and (c >= 1).all()
     views = json.loads((out / "cameras.json").read_text())
     assert [v["name"] for v in views] == ["view0.png", "view1.png", "view2.png"]
@@ -237,7 +238,8 @@ def test_geometry_cli(tmp_path, tiny_anyview, monkeypatch):
     import plyfile
 
     expected = AnyViewEstimator(str(model), dtype="fp32", process_res=98).estimate(sorted(photos.iterdir())).point_cloud()
-    assert plyfile.PlyData.read(str(out / "points.ply"))["vertex"].count == len(expected) > 0
+    ply = plyfile.PlyData.read(str(out / "points.ply"))  # the points, then 5 vertices per camera frustum
+    assert ply["vertex"].count == len(expected) + 5 * 3 and len(expected) > 0 and ply["edge"].count == 8 * 3
     gltf = pygltflib.GLTF2().load(str(out / "scene.glb"))
     assert gltf.scenes[0].extras == {**gltf.scenes[0].extras, "anydepth_points": len(expected), "anydepth_cameras": 3}
     lines = (out / "colmap" / "images.txt").read_text().splitlines()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,17 +15,10 @@ from anydepth import DepthEstimator, normalize_depth, to_uint16
 from anydepth.batch import OutputSpec, plan_jobs, run_batch
 from anydepth.cli import main
 from anydepth.io import read_npy, read_png16
+from conftest import TINY_EST, write_photo
 
-EST = dict(dtype="fp32", input_size=70, device="cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny depth model is dominated by per-op overhead: one thread is faster and steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+EST = TINY_EST
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
@@ -31,11 +26,9 @@ def dataset(tmp_path):
     """10 images of two sizes, three in a sub-folder."""
     root = tmp_path / "data"
     (root / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
     for i in range(10):
         h, w = (30, 40) if i % 2 else (42, 28)
-        where = root / "sub" if i % 4 == 0 else root
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(where / f"im{i:02d}.png")
+        write_photo((root / "sub" if i % 4 == 0 else root) / f"im{i:02d}.png", h, w, seed=i)
     return root
 
 
@@ -54,17 +47,30 @@ def test_plan_jobs_mirrors_folders_and_keeps_names_unique(tmp_path):
     out = tmp_path / "out"
     jobs = plan_jobs([d], out, "npy", recursive=True)
     assert [(s.relative_to(d).as_posix(), t.relative_to(out).as_posix()) for s, t in jobs] == [
-        ("a/b/z.webp", "a/b/z_depth.npy"), ("a/y.png", "a/y_depth.npy"),
-        ("x.jpg", "x_jpg_depth.npy"), ("x.png", "x_png_depth.npy")]
+        ("a/b/z.webp", "in/a/b/z_depth.npy"), ("a/y.png", "in/a/y_depth.npy"),
+        ("x.jpg", "in/x_jpg_depth.npy"), ("x.png", "in/x_png_depth.npy")]
     assert [t.name for _, t in plan_jobs([d], out)] == ["x_jpg_depth.png", "x_png_depth.png"]  # not recursive
+    assert [t.name for _, t in plan_jobs([d], out, "depth_png16")] == ["x_jpg_depth_raw.png", "x_png_depth_raw.png"]
     listing = tmp_path / "list.txt"
     listing.write_text("# my images\nin/a/y.png\n\nin/a/b/z.webp\n")
     assert [t.relative_to(out).as_posix() for _, t in plan_jobs([listing], out)] == ["y_depth.png", "b/z_depth.png"]
     assert [t.name for _, t in plan_jobs([str(d / "a" / "**" / "*.webp")], out, recursive=True)] == ["z_depth.png"]
-    with pytest.raises(ValueError, match="would both be written to"):
-        plan_jobs([d / "x.png", d / "a" / "y.png", tmp_path / "in" / "x.png"], out)
-    with pytest.raises(ValueError, match="format must be one of png16, png8, npy"):
-        plan_jobs([d], out, "exr")
+    # a file given twice is one job; two files of one name are both kept
+    assert [t.name for _, t in plan_jobs([d / "x.png", d / "a" / "y.png", tmp_path / "in" / "x.png"], out)] == [
+        "x_depth.png", "y_depth.png"]
+    assert [t.name for _, t in plan_jobs([d / "x.png", d / "a" / "b" / ".." / ".." / "x.png"], out)] == ["x_depth.png"]
+    with pytest.raises(ValueError, match="'png16' is now control_png16"):
+        plan_jobs([d], out, "png16")
+
+
+def test_outputs_inside_an_input_folder_are_not_read_back(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.new("RGB", (4, 4)).save(d / "x.png")
+    (d / "depth" / "in").mkdir(parents=True)
+    Image.new("I;16", (4, 4)).save(d / "depth" / "in" / "x_depth.png")  # what a previous run wrote
+    assert [(s.name, t.relative_to(d / "depth").as_posix()) for s, t in plan_jobs([d], d / "depth", recursive=True)] \
+        == [("x.png", "in/x_depth.png")]
 
 
 # ------------------------------------------------------------------------------------------------ local engine
@@ -86,7 +92,7 @@ def test_local_engine_matches_the_library(dataset, tiny_files, tmp_path):
 
     png = tmp_path / "png"
     assert run_batch([dataset], png, recursive=True, batch_size=4, progress=False, model=tiny_files["pth"], **EST).ok
-    for (_, dst_npy), (_, dst_png) in zip(jobs, plan_jobs([dataset], png, "png16", recursive=True)):
+    for (_, dst_npy), (_, dst_png) in zip(jobs, plan_jobs([dataset], png, "control_png16", recursive=True)):
         expected = to_uint16(normalize_depth(torch.from_numpy(read_npy(dst_npy))[None], "disparity", "v2_style"))[0]
         np.testing.assert_array_equal(read_png16(dst_png), expected)
 
@@ -107,7 +113,7 @@ def test_interrupted_run_resumes_without_recomputing(dataset, tiny_files, tmp_pa
     stop_after = 1
     with pytest.raises(KeyboardInterrupt):
         run_batch([dataset], out, **kwargs)
-    finished = sorted(p for p in out.rglob("*") if p.is_file())
+    finished = sorted(p for p in out.rglob("*.npy") if p.is_file())
     assert len(finished) == 3 and estimated == [3]  # the first chunk is complete on disk ...
     assert not [p for p in out.rglob(".*")]  # ... and nothing half-written is left
     stamps = {p: p.stat().st_mtime_ns for p in finished}
@@ -155,42 +161,45 @@ def test_unreadable_images_are_reported_and_others_written(dataset, tiny_files, 
     (dataset / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     args = ["batch", str(dataset), "--out", str(out), "--model", str(tiny_files["pth"]), "--input-size", "70",
-            "--batch-size", "4", "--dtype", "fp32", "--format", "png8", "--colormap", "turbo"]
+            "--batch-size", "4", "--dtype", "fp32", "--format", "control_png8", "--colormap", "turbo"]
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "cannot read image" in captured.err
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.name for p in (out / dataset.name).iterdir())
     assert len(written) == 7 and "broken_depth.png" not in written
-    assert Image.open(out / "im01_depth.png").mode == "RGB"
-    assert main(args) == 1 and "skipped 7 existing" in capsys.readouterr().out
+    assert Image.open(out / dataset.name / "im01_depth.png").mode == "RGB"
+    assert main(args) == 1 and "7 already there" in capsys.readouterr().out
 
 
-def test_a_failing_batch_is_reported_and_the_run_goes_on(dataset, tiny_files, tmp_path, monkeypatch):
+def test_an_image_the_network_fails_on_costs_only_itself(dataset, tiny_files, tmp_path, monkeypatch):
+    """Per-item isolation: the failing batch is retried image by image, so its other images are still written."""
+    write_photo(dataset / "im03b.png", 17, 19, seed=99)  # the image the "network" cannot take
     original = DepthEstimator.estimate
     calls = []
 
-    def flaky(self, images, **kw):
+    def poisoned(self, images, **kw):
         calls.append(len(images))
-        if len(calls) == 2:
+        if any(getattr(im, "size", None) == (19, 17) for im in images):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return original(self, images, **kw)
 
-    monkeypatch.setattr(DepthEstimator, "estimate", flaky)
+    monkeypatch.setattr(DepthEstimator, "estimate", poisoned)
     report = run_batch([dataset], tmp_path / "out", recursive=True, batch_size=4, progress=False,
                        model=tiny_files["pth"], **EST)
-    assert calls == [4, 4, 2] and report.done == 6 and len(report.failed) == 4
-    assert all("depth failed for this batch: RuntimeError: CUDA error" in m for _, m in report.failed)
-    assert len(list((tmp_path / "out").rglob("*.png"))) == 6
+    assert report.done == 10 and report.on_disk == 10 and report.total == 11
+    assert [(Path(src).name, m) for src, m in report.failed] == [
+        ("im03b.png", "depth failed: RuntimeError: CUDA error: an illegal memory access was encountered")]
+    assert 1 in calls and len(list((tmp_path / "out").rglob("*.png"))) == 10
 
 
 def test_clear_errors(dataset, tiny_files, tmp_path, capsys):
     base = ["batch", str(dataset), "--out", str(tmp_path / "o"), "--model", str(tiny_files["pth"]), "--input-size", "70"]
-    assert main(base + ["--normalize", "metric_linear"]) == 2
+    assert main(base + ["--normalize", "metric_linear"]) == 1
     assert "needs a metric model" in capsys.readouterr().err
-    assert main(["batch", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["batch", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(base + ["--colormap", "turbo"])
+    assert main(base + ["--colormap", "turbo"]) == 1
+    assert "add --format control_png8" in capsys.readouterr().err
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         run_batch([dataset], tmp_path / "o", batch_size=0, model=tiny_files["pth"])
     with pytest.raises(ValueError, match="engine must be one of local, ray"):
@@ -220,12 +229,13 @@ def test_ray_engine_writes_the_same_files_and_resumes(local_ray, dataset, tiny_f
     for (_, done), (_, kept) in zip(plan_jobs([dataset], local, "npy", recursive=True)[:3],
                                     plan_jobs([dataset], ray_out, "npy", recursive=True)[:3]):
         kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(done.with_suffix(".json"), kept.with_suffix(".json"))  # the metadata sidecar
         shutil.copy2(done, kept)
         stamps[kept] = kept.stat().st_mtime_ns
     capsys.readouterr()
     assert main(["batch", str(dataset), "--out", str(ray_out), "--engine", "ray", "--workers", "2", *common]) == 0
     out = capsys.readouterr().out
-    assert "wrote 7 depth files" in out and "with the ray engine" in out and "skipped 3 existing" in out
+    assert "10 of 10 depth files (ray engine)" in out and "7 written now" in out and "3 already there" in out
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert _files(ray_out) == _files(local)  # byte-identical depth files
-    assert len(_files(ray_out)) == 10
+    assert _files(ray_out) == _files(local)  # byte-identical depth files and metadata
+    assert len(_files(ray_out)) == 20

@@ -13,6 +13,7 @@ import torch
 from comfy_harness import RELATIVE_OPTION, comfy, install_tiny_models  # noqa: F401
 from tiny_da3 import TINY_FILE, official_tiny, save_official
 
+from anydepth import scene
 from anydepth.anyview import AnyViewEstimator
 from anydepth.normalize import normalize_depth, to_image
 from anydepth.weights import load_model
@@ -162,13 +163,30 @@ def test_wrong_model_types_are_clear_errors(comfy, da3_file, images):
     assert "is a Depth Anything 3 model" in err["exception_message"] and "Any-View Geometry" in err["exception_message"]
 
 
-def test_validation_of_dropdowns_and_cameras(comfy, da3_file):
+def test_validation_of_dropdowns_and_cameras(comfy, da3_file, images):
     nodes = comfy.pack.nodes.geometry_nodes
     assert "format 'obj' is not available" in nodes.GeometryToPointCloud.validate_inputs(format="obj")
     assert "ref_view_strategy 'best'" in nodes.AnyViewGeometry.validate_inputs(ref_view_strategy="best")
     assert "multiple of 14" in nodes.AnyViewGeometry.validate_inputs(process_res=100)
-    with pytest.raises(ValueError, match="expected a list of 3 views"):
-        nodes.parse_cameras("[]", 3)
-    k = [[50.0, 0, 42], [0, 50.0, 28], [0, 0, 1]]
-    ext, kk = nodes.parse_cameras(json.dumps([{"intrinsics": k}] * 3), 3)
-    assert ext is None and kk.shape == (3, 3, 3) and float(kk[2, 0, 0]) == 50.0
+    # the cameras input is read by the library's parser, the one `anydepth geometry --cameras` uses
+    assert nodes.parse_cameras is scene.parse_cameras
+    prompt = graph()
+    prompt["5"]["inputs"]["cameras"] = json.dumps([{"intrinsics": [[50.0, 0, 42], [0, 50.0, 28], [0, 0, 1]]}] * 2)
+    err = comfy.execution_error(prompt)
+    assert err["node_type"] == "AnyDepthAnyViewGeometry"
+    assert "cameras input: expected a list of 3 views (one per image, in order), got a list of 2" in err["exception_message"]
+
+
+def test_cli_and_node_write_identical_point_cloud_bytes(comfy, da3_file, images, tmp_path):
+    """One scene, one set of options: `anydepth geometry` and Geometry to Point Cloud write the same PLY."""
+    from anydepth.cli import main
+
+    outputs = comfy.run(graph(conf_percentile=30.0, max_points=1200))["outputs"]
+    (saved,) = outputs["6"]["point_clouds"]
+    node_ply = (comfy.output_dir / saved["subfolder"] / saved["filename"]).read_bytes()
+    views = [str(comfy.input_dir / f"da3_view{i}.png") for i in range(3)]
+    rc = main(["geometry", *views, "--model", str(da3_file), "--out", str(tmp_path), "--dtype", "fp32", "--device", "cpu",
+               "--process-res", str(PROCESS_RES), "--conf-percentile", "30", "--max-points", "1200", "--no-glb"])
+    (cli_ply,) = tmp_path.rglob("*.ply")
+    assert rc == 0 and b"comment anydepth points 1200 cameras 3" in node_ply
+    assert cli_ply.read_bytes() == node_ply

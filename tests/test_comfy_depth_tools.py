@@ -259,9 +259,89 @@ def test_load_depth_lists_depth_files_and_needs_a_kind_for_foreign_ones(comfy, t
     step = (values.max() - values.min()) / 65534
     assert png.kind == "disparity" and np.abs(png.depth[0].numpy() - values).max() <= step / 2 + 1e-7
 
-    assert "file '../secret.npy' is not available" in tools.LoadDepth.validate_inputs(file="../secret.npy", kind="disparity")
+    assert "'../secret.npy' is not inside the input folder" in tools.LoadDepth.validate_inputs(file="../secret.npy",
+                                                                                                kind="disparity")
     with pytest.raises(ValueError, match="not inside the input folder"):
         tools.LoadDepth.execute("../secret.npy", "disparity")
     before = tools.LoadDepth.fingerprint_inputs("foreign/plain.npy", "disparity")
     np.save(folder / "plain.npy", values[:6])
     assert tools.LoadDepth.fingerprint_inputs("foreign/plain.npy", "disparity") != before  # a changed file reruns
+
+
+def _save_prompt(image: str, fmt: str, prefix: str, model: str = METRIC_OPTION) -> dict:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {"class_type": "AnyDepthLoadModel", "inputs": {"model": model, "dtype": "fp32", "memory": "managed"}},
+        "3": {"class_type": "AnyDepthEstimate", "inputs": {"depth_model": ["2", 0], "image": ["1", 0], "input_size": 28,
+                                                           "batch_size": 1}},
+        "4": {"class_type": "AnyDepthSave", "inputs": {"depth": ["3", 0], "filename_prefix": prefix, "format": fmt,
+                                                       "mode": "metric_linear", "scope": "image", "near": 0.0, "far": 0.0,
+                                                       "invert": False}},
+    }
+
+
+def _to_input(comfy, src, folder: str = "png_in") -> str:
+    (comfy.input_dir / folder).mkdir(exist_ok=True)
+    shutil.copy2(src, comfy.input_dir / folder / src.name)
+    return f"{folder}/{src.name}"
+
+
+def test_save_depth_png16_round_trips_through_load_depth_and_control_pngs_are_refused(comfy, tools, models):
+    """Save Depth control_png16+depth_png16 -> Load Depth: kind, units, range and values within the PNG's step;
+    the control PNG beside it is not listed, and loading it says what it is."""
+    rng = np.random.default_rng(4)
+    Image.fromarray((rng.random((30, 44, 3)) * 255).astype(np.uint8)).save(comfy.input_dir / "png_rt.png")
+    ui = comfy.run(_save_prompt("png_rt.png", "control_png16+depth_png16", "png_rt/d"))["outputs"]["4"]
+    (picture,), (raw_item,) = ui["images"], ui["depth_files"]
+    assert picture["filename"] == "d_00001_.png" and raw_item["filename"] == "d_00001_raw.png"
+    raw_name = _to_input(comfy, comfy.output_dir / "png_rt" / raw_item["filename"])
+    control_name = _to_input(comfy, comfy.output_dir / "png_rt" / picture["filename"])
+    options = tools.depth_files()
+    assert raw_name in options and control_name not in options  # listed from the header: pictures are not depth
+
+    estimator = DepthEstimator(str(models[METRIC_OPTION]), dtype="fp32", device="cpu")
+    image = torch.from_numpy(np.asarray(Image.open(comfy.input_dir / "png_rt.png")).astype(np.float32) / 255.0)[None]
+    expected = estimator.estimate(image, input_size=28).depth
+    (loaded,) = tools.LoadDepth.execute(raw_name, "from file").args
+    assert (loaded.kind, loaded.units, loaded.max_depth) == ("metric_depth", "metres", 20.0)
+    assert loaded.model_name == "v2-metric-indoor-small" and loaded.depth.shape == (1, 30, 44)
+    step = float(expected.max() - expected.min()) / 65534
+    assert float((loaded.depth - expected).abs().max()) <= step / 2 + 1e-6  # metres within half a PNG step
+
+    assert tools.LoadDepth.validate_inputs(file=control_name, kind="from file") is True  # cheap: no file opened
+    err = comfy.execution_error({"1": {"class_type": "AnyDepthLoadDepth", "inputs": {"file": control_name, "kind": "from file"}},
+                                 "2": {"class_type": "AnyDepthToImage",
+                                       "inputs": {"depth": ["1", 0], "mode": "v2_style", "scope": "image", "low_percentile": 1.0,
+                                                  "high_percentile": 99.0, "near": 0.0, "far": 0.0, "invert": False,
+                                                  "gamma": 1.0}},
+                                 "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}})
+    assert err["node_type"] == "AnyDepthLoadDepth" and err["exception_type"].endswith("ControlImageError")
+    assert "is a control image (a normalised picture of depth, control_png16, mode metric_linear)" in err["exception_message"]
+
+
+def test_load_depth_reads_what_anydepth_estimate_wrote(comfy, tools, models, tmp_path):
+    from anydepth.cli import main
+
+    rng = np.random.default_rng(6)
+    Image.fromarray((rng.random((26, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "cli.png")
+    for fmt in ("depth_png16", "npz"):
+        rc = main(["estimate", str(tmp_path / "cli.png"), "--out", str(tmp_path / fmt), "--model", str(models[METRIC_OPTION]),
+                   "--format", fmt, "--input-size", "28", "--dtype", "fp32", "--device", "cpu"])
+        (written,) = (tmp_path / fmt).rglob(f"*{'.png' if fmt == 'depth_png16' else '.npz'}")
+        (loaded,) = tools.LoadDepth.execute(_to_input(comfy, written, f"cli_{fmt}"), "from file").args
+        expected = DepthEstimator(str(models[METRIC_OPTION]), dtype="fp32", device="cpu").estimate(
+            str(tmp_path / "cli.png"), input_size=28).depth
+        tol = float(expected.max() - expected.min()) / 65534 / 2 + 1e-6 if fmt == "depth_png16" else 0.0
+        assert rc == 0 and (loaded.kind, loaded.units, loaded.max_depth) == ("metric_depth", "metres", 20.0), fmt
+        assert float((loaded.depth - expected).abs().max()) <= tol, fmt
+
+
+def test_save_depth_formats_use_the_library_words(tools, comfy):
+    save = comfy.pack.nodes.save
+    assert save.FORMATS[:6] == ("control_png16", "control_png8", "npy", "npz", "exr", "depth_png16")
+    assert "control_png16+depth_png16" in save.FORMATS and "png16" not in save.FORMATS
+    assert save.split_format("control_png8+npz") == ("control_png8", "npz")
+    message = save.SaveDepth.validate_inputs(format="png16+npy", mode="v2_style", scope="image")
+    assert "'png16' is now control_png16 (a normalised picture) or depth_png16 (raw values)" in message
+    assert "one control image format, one raw format" in save.SaveDepth.validate_inputs(format="npy+exr")
+    assert save.SaveDepth.validate_inputs(format="control_png16+exr", mode="metric_linear", scope="batch") is True

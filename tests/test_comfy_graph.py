@@ -110,7 +110,7 @@ def test_save_depth_matches_transformers_at_518(comfy, models, metric):
         "2": load(option),
         "3": estimate(input_size=518),
         "4": {"class_type": "AnyDepthSave",
-              "inputs": {"depth": ["3", 0], "filename_prefix": f"graph/sq{int(metric)}", "format": f"png16+{raw_format}", "mode": mode,
+              "inputs": {"depth": ["3", 0], "filename_prefix": f"graph/sq{int(metric)}", "format": f"control_png16+{raw_format}", "mode": mode,
                          "scope": "image", "near": near, "far": far, "invert": False}},
     }
     ui = comfy.run(prompt)["outputs"]["4"]
@@ -223,3 +223,67 @@ def test_model_dropdown_lists_files_and_catalogue_with_licenses(comfy, models):
     assert folders.resolve("sub/custom_depth.pth")[0] == extra / "sub" / "custom_depth.pth"
     with pytest.raises(FileNotFoundError, match="not in any depth model folder"):
         folders.resolve("../../etc/passwd")
+
+
+def test_validate_inputs_is_cheap_and_still_catches_bad_values(comfy, models, monkeypatch):
+    """validate_inputs runs on every queue: no schema rebuilt, no folder listed, no image opened."""
+    import inspect
+    import os
+
+    import PIL.Image
+
+    pack = comfy.pack.nodes
+    np.save(comfy.input_dir / "cheap.npy", np.ones((4, 4), np.float32))
+    values = {}
+    for node in pack.NODES:
+        schema = node.define_schema()
+        values[node] = {i.id: i.default if getattr(i, "default", None) is not None else i.options[0]
+                        for i in schema.inputs if hasattr(i, "options")}
+        values[node].update({i.id: i.default for i in schema.inputs
+                             if not hasattr(i, "options") and getattr(i, "default", None) is not None})
+    values[pack.LoadDepth]["file"] = "cheap.npy"
+    values[pack.LoadDepthModel]["model"] = "depth_anything_v2_vits.pth"  # a file: one stat per model folder
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("validate_inputs must not list folders, open images or build schemas")
+
+    for module, name in ((os, "walk"), (os, "scandir"), (os, "listdir"), (PIL.Image, "open"),
+                         (comfy.folder_paths, "get_filename_list"), (comfy.folder_paths, "recursive_search")):
+        monkeypatch.setattr(module, name, forbidden)
+    for node in pack.NODES:
+        monkeypatch.setattr(node, "define_schema", classmethod(forbidden))
+    for node, given in values.items():
+        params = inspect.signature(node.validate_inputs).parameters
+        assert node.validate_inputs(**{k: v for k, v in given.items() if k in params}) is True, node.__name__
+    assert "model 'nope.pth' is not in any depth model folder" in pack.LoadDepthModel.validate_inputs(model="nope.pth")
+    assert "neither a weight file" in pack.DepthAnythingOneStep.validate_inputs(model="notes.txt")
+    assert "file 'gone.npy' is not available" in pack.LoadDepth.validate_inputs(file="gone.npy", kind="from file")
+    assert "mode 'metric_linear' is not available" in pack.DepthAnythingOneStep.validate_inputs(mode="metric_linear")
+    assert "fit mode 'stretch' is now called 'resize'" in pack.ApplyDepthControlNet.validate_inputs(fit="stretch")
+    assert "colormap 'rainbow'" in pack.DepthColormap.validate_inputs(colormap="rainbow")
+
+
+def test_normalisation_inputs_come_from_the_library_table(comfy):
+    """Defaults, ranges and choices of every normalisation input are NORMALIZE_OPTIONS' (0 = unset for near/far)."""
+    from anydepth.normalize import NORMALIZE_OPTIONS, RELATIVE_MODES
+
+    pack = comfy.pack.nodes
+    seen = 0
+    for node in (pack.DepthToImage, pack.SaveDepth, pack.DepthAnythingOneStep, pack.DepthColormap):
+        for i in node.define_schema().inputs:
+            option = NORMALIZE_OPTIONS.get(i.id)
+            if option is None:
+                continue
+            seen += 1
+            assert i.tooltip.startswith(option.help[0].upper() + option.help[1:]), (node.__name__, i.id)
+            if option.type is float:
+                assert (i.default, i.min, i.max, i.step) == (
+                    option.unset if option.default is None else option.default, option.min, option.max, option.step)
+            elif option.type is bool:
+                assert i.default == option.default
+            elif node is pack.DepthColormap:
+                assert list(i.options) == list(option.choices) and i.default == "inferno"
+            else:
+                expected = RELATIVE_MODES if node is pack.DepthAnythingOneStep and i.id == "mode" else option.choices
+                assert list(i.options) == list(expected) and i.default == option.default
+    assert seen == 8 + 5 + 2 + 1

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from anydepth import DepthEstimator
-from anydepth.estimator import estimate_activation_bytes
+from anydepth.memory import estimate_activation_bytes
 from anydepth.preprocess import network_size
 from comfy_harness import REPO, RELATIVE_OPTION, comfy, install_tiny_models  # noqa: F401
 
@@ -67,7 +67,7 @@ def test_model_is_loaded_through_load_models_gpu_with_an_estimate(comfy, node_ap
     (args, kwargs), = loads
     assert args[0] == [model.memory.patcher] and kwargs["force_full_load"] is True
     net = network_size(42, 56, 42)
-    assert kwargs["memory_required"] == estimate_activation_bytes(model.estimator.model, 2, net, torch.float32)
+    assert kwargs["memory_required"] == estimate_activation_bytes(model.estimator.model.config, 2, net, torch.float32)
     assert model.memory.is_loaded  # listed in current_loaded_models
     (loaded,) = [lm for lm in comfy.mm.current_loaded_models if lm.model is model.memory.patcher]
     assert loaded.device == comfy.mm.get_torch_device()
@@ -112,7 +112,7 @@ def test_forced_oom_on_the_first_batch_is_retried_with_half_the_batch(comfy, nod
 
 def test_batch_is_sized_from_free_memory(comfy, node_api, forward_batches, monkeypatch):
     pack, model, frames = node_api
-    per_image = estimate_activation_bytes(model.estimator.model, 1, network_size(42, 56, 42), torch.float32)
+    per_image = estimate_activation_bytes(model.estimator.model.config, 1, network_size(42, 56, 42), torch.float32)
     free = []
     monkeypatch.setattr(comfy.mm, "get_free_memory", lambda dev=None, torch_free_too=False: free.append(dev) or int(3 * per_image / 0.9))
     pack.depth_nodes.EstimateDepth.execute(model, frames, input_size=42, batch_size=4)

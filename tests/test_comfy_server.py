@@ -82,7 +82,7 @@ def test_prompt_completes_and_history_shows_the_outputs(server):
         "2": {"class_type": "AnyDepthLoadModel", "inputs": {"model": RELATIVE_OPTION, "dtype": "auto", "memory": "managed"}},
         "3": {"class_type": "AnyDepthEstimate", "inputs": {"depth_model": ["2", 0], "image": ["1", 0], "input_size": 56, "batch_size": 4}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 1], "filename_prefix": "srv/control"}},
-        "5": {"class_type": "AnyDepthSave", "inputs": {"depth": ["3", 0], "filename_prefix": "srv/depth", "format": "png16+npy",
+        "5": {"class_type": "AnyDepthSave", "inputs": {"depth": ["3", 0], "filename_prefix": "srv/depth", "format": "control_png16+npy",
                                                        "mode": "v2_style", "scope": "image", "near": 0.0, "far": 0.0, "invert": False}},
     }
     entry = server.run(prompt)
@@ -152,7 +152,8 @@ def test_malformed_prompt_gets_a_validation_error(server, change, node, error):
         errors = body["node_errors"][node]["errors"]
         assert error in [e["type"] for e in errors], body["node_errors"]
         if error == "custom_validation_failed":  # the pack's message names the input and the bad value
-            assert re.search(r"(model|format) '(not_a_model.pth|tiff)' is not available", errors[0]["details"]), errors
+            assert re.search(r"(model 'not_a_model.pth' is not in any depth model folder|unknown format 'tiff'; expected one "
+                             r"of control_png16)", errors[0]["details"]), errors
     assert server.get("/system_stats")["system"]["comfyui_version"]  # still serving
     assert server.process.poll() is None
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from anydepth import DepthEstimator, normalize_depth, to_uint16
+from anydepth.export import ControlImageError, load_depth
 from comfy_harness import RELATIVE_FILE, REPO, comfy_server, install_tiny_models  # noqa: F401
 from comfy_workflow import to_api
 
@@ -112,6 +113,11 @@ def test_metric_depth_to_png16_runs_and_keeps_metres(server, object_info):
     assert np.abs(decoded - metres).max() <= (far - near) / 65535
     previews = [o for o in outputs.values() if "images" in o and o is not save]
     assert previews and previews[0]["images"][0]["type"] == "temp"  # the colour preview
+    # the raw file is depth with its meaning, as the note says Load Depth reads it back; the PNG is only a picture
+    raw = load_depth(folder / save["depth_files"][0]["filename"])
+    assert (raw.kind, raw.units) == ("metric_depth", "metres") and np.array_equal(raw.depth, metres)
+    with pytest.raises(ControlImageError):
+        load_depth(folder / save["images"][0]["filename"])
 
 
 def test_video_frames_to_depth_images_runs(server, object_info):

@@ -26,18 +26,12 @@ from tiny_da3 import (
     ours_from,
     save_official,
 )
-from tiny_da3 import (
-    rel_error as _rel,
-)
 
-from anydepth.models.da3 import (
-    DA3_PRESETS,
-    NestedDA3Config,
-    fill_sky,
-    matrix_to_quaternion,
-    quaternion_to_matrix,
-)
+from anydepth.cameras import matrix_to_quaternion, quaternion_to_matrix
+from anydepth.models.config import DA3_PRESETS, NestedDA3Config
+from anydepth.models.da3 import fill_sky
 from anydepth.weights import CheckpointError, load_model, read_checkpoint
+from conftest import rel_error as _rel
 
 TOL = 1e-4
 

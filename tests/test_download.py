@@ -7,7 +7,7 @@ import torch
 
 from anydepth.weights import WeightsNotFoundError, load_model, resolve_checkpoint
 from hub_server import LocalHub, hub_env, set_hf_offline
-from tiny import hf_model, write_hf_dir, write_pth
+from tiny import hf_model, write_hf_dir, write_preprocessor_config, write_pth
 
 REPO = "depth-anything/Depth-Anything-V2-Small"
 HF_REPO = "depth-anything/Depth-Anything-V2-Small-hf"
@@ -20,7 +20,8 @@ def hub_files(tmp_path, tiny_hf):
     hf = write_hf_dir(tiny_hf, d / "hf")
     return {
         REPO: {"depth_anything_v2_vits.pth": write_pth(tiny_hf, d / "depth_anything_v2_vits.pth")},
-        HF_REPO: {"config.json": hf / "config.json", "model.safetensors": hf / "model.safetensors"},
+        HF_REPO: {"config.json": hf / "config.json", "model.safetensors": hf / "model.safetensors",
+                  "preprocessor_config.json": write_preprocessor_config(hf)},
     }
 
 
@@ -47,7 +48,8 @@ def test_hf_repo_downloads_as_a_folder(tmp_path, monkeypatch, hub_files):
         hub_env(monkeypatch, hub, tmp_path / "hf-home")
         resolved = resolve_checkpoint("v2-small-hf", models_dir=models)
     assert resolved.path == models / "Depth-Anything-V2-Small-hf"
-    assert {p.name for p in resolved.path.iterdir() if not p.name.startswith(".")} == {"config.json", "model.safetensors"}
+    assert {p.name for p in resolved.path.iterdir() if not p.name.startswith(".")} == {"config.json", "model.safetensors",
+                                                                                      "preprocessor_config.json"}
     assert load_model(resolved.path).config.name == "v2-small-hf"
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import io
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from anydepth.estimator import DepthEstimator, DepthResult
+from anydepth import memory
 from anydepth.memory import MemoryPolicy, OffloadAfterUse, resolve_dtype
 from anydepth.weights import load_model
+from conftest import random_rgb
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +28,8 @@ def _est(net, **kw) -> DepthEstimator:
 
 
 def test_mixed_inputs_come_back_at_their_own_size(net):
-    rng = np.random.default_rng(0)
     images = [
-        rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+        random_rgb(48, 64),
         Image.new("L", (30, 20), 90),
         Image.new("RGBA", (30, 20), (200, 10, 10, 128)),
         torch.rand(2, 40, 50, 3),
@@ -81,11 +82,37 @@ def test_reduced_precision_stays_close_to_fp32(net, dtype):
     assert float((low - ref).abs().max() / ref.abs().max()) <= bound
 
 
-def test_auto_dtype_rules():
-    assert resolve_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
-    assert resolve_dtype("fp16", torch.device("cpu")) is torch.float16
-    with pytest.raises(ValueError, match="unknown dtype"):
-        resolve_dtype("int8", torch.device("cpu"))
+@pytest.mark.parametrize("fast_bf16, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(monkeypatch, fast_bf16, expected):
+    monkeypatch.setattr(memory, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert resolve_dtype("auto", torch.device("cpu")) is expected
+
+
+@pytest.mark.parametrize("bf16_supported, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_dtype_on_accelerators(monkeypatch, bf16_supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    assert resolve_dtype("auto", torch.device("cuda")) is expected
+    assert resolve_dtype("auto", torch.device("mps")) is torch.float16
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+                                             ("fpu avx2 avx512f", False), (None, False)])
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, flags, expected):
+    def fake_open(path, *args, **kwargs):
+        if flags is None:
+            raise OSError("no /proc here")  # not Linux: no native bf16 is assumed
+        return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+
+    monkeypatch.setattr(memory, "open", fake_open, raising=False)  # the module's `open` shadows the builtin
+    assert memory.cpu_has_fast_bf16() is expected
+
+
+def test_explicit_dtypes_are_kept_and_unknown_ones_refused():
+    cpu = torch.device("cpu")
+    assert [resolve_dtype(n, cpu) for n in ("fp32", "fp16", "bf16")] == [torch.float32, torch.float16, torch.bfloat16]
+    assert resolve_dtype(torch.float64, cpu) is torch.float64
+    with pytest.raises(ValueError, match="unknown dtype 'int8'; expected auto, fp32, fp16, bf16"):
+        resolve_dtype("int8", cpu)
 
 
 class _OomOverTwo(torch.nn.Module):

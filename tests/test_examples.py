@@ -5,20 +5,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "diffusers_examples"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(name: str):
@@ -26,14 +18,6 @@ def _load(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture()
-def photo(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "photo.png"
-    Image.fromarray(rng.integers(0, 256, (45, 61, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 @pytest.mark.parametrize(

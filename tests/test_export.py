@@ -10,8 +10,18 @@ import torch
 from PIL import Image
 
 from anydepth.cli import main
-from anydepth.export import EXPORT_FORMATS, export_format, load_depth, save_depth
+from anydepth.export import (
+    CONTROL_FORMATS,
+    RAW_FORMATS,
+    SUFFIX,
+    ControlImageError,
+    export_format,
+    load_depth,
+    save_control_image,
+    save_depth,
+)
 from anydepth.io import save_png16
+from conftest import write_photo
 
 K = np.array([[525.0, 0.0, 31.5], [0.0, 525.0, 23.5], [0.0, 0.0, 1.0]])
 E = np.hstack([np.eye(3), np.array([[0.1], [-0.2], [1.5]])])
@@ -85,7 +95,7 @@ def test_bad_exports_say_what_to_do(tmp_path):
         save_depth(tmp_path / "a.npz", _depth(), intrinsics=np.eye(4))
     with pytest.raises(ValueError, match="JSON"):
         save_depth(tmp_path / "a.npz", _depth(), metadata={"x": object()})
-    with pytest.raises(ValueError, match="unknown depth format"):
+    with pytest.raises(ValueError, match="unknown format .tiff.; expected one of npy, npz, exr, depth_png16"):
         save_depth(tmp_path / "a.npz", _depth(), format="tiff")
     with pytest.raises(ValueError, match="does not exist"):
         load_depth(tmp_path / "missing.exr")
@@ -97,8 +107,7 @@ def test_bad_exports_say_what_to_do(tmp_path):
 
 def test_cli_writes_raw_depth_with_metadata_and_tiles(tmp_path, tiny_files):
     fmt = "exr"  # npz goes through the same save_depth call
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    write_photo(tmp_path / "a.png", 60, 100)
     out = tmp_path / "out"
     args = ["estimate", str(tmp_path / "a.png"), "--model", str(tiny_files["pth"]), "--out", str(out), "--format", fmt,
             "--input-size", "42", "--dtype", "fp32", "--tile-size", "56", "--tta", "flip"]
@@ -117,9 +126,24 @@ def test_cli_writes_raw_depth_with_metadata_and_tiles(tmp_path, tiny_files):
 def test_cli_rejects_a_bad_tile_size(tmp_path, tiny_files, capsys):
     Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
     assert main(["estimate", str(tmp_path / "a.png"), "--model", str(tiny_files["pth"]), "--out", str(tmp_path / "o"),
-                 "--tile-size", "5"]) == 2
+                 "--tile-size", "5"]) == 1
     assert "tile_size must be 0" in capsys.readouterr().err
 
 
-def test_formats_listed():
-    assert EXPORT_FORMATS == ("png16", "exr", "npy", "npz")
+def test_every_listed_format_keeps_its_one_meaning(tmp_path):
+    """Each raw format reloads as depth with kind and units, told by its suffix; each control format is refused."""
+    d = _depth()
+    step = (np.nanmax(d) - np.nanmin(d)) / 65534
+    for fmt in RAW_FORMATS:
+        path = save_depth(tmp_path / f"raw_{fmt}{SUFFIX[fmt]}", d, kind="metric_depth", format=fmt)
+        assert export_format(path) == fmt
+        r = load_depth(path)
+        assert (r.format, r.kind, r.units) == (fmt, "metric_depth", "metres")
+        assert np.nanmax(np.abs(r.depth - d)) <= step  # lossless, or within a 16-bit step
+    for fmt in CONTROL_FORMATS:
+        path = save_control_image(tmp_path / f"control_{fmt}{SUFFIX[fmt]}", np.linspace(0, 1, 12).reshape(3, 4),
+                                  format=fmt)
+        with pytest.raises(ControlImageError, match="is a control image"):
+            load_depth(path)
+    with pytest.raises(ValueError, match="'png16' is now control_png16 .* or depth_png16"):
+        save_depth(tmp_path / "old.png", d, format="png16")  # the retired, ambiguous name says what replaced it

@@ -88,10 +88,36 @@ def test_gradcheck():
         ((torch.zeros(1, 1, 8, 8, dtype=torch.uint8), (4, 4), "pad"), TypeError, "floating point"),
         ((torch.rand(1, 1, 8, 8), (0, 4), "pad"), ValueError, "two integers >= 1"),
         ((torch.rand(1, 1, 8, 8), (4.0, 4), "pad"), ValueError, "two integers"),
-        ((torch.rand(1, 1, 8, 8), (4, 4), "stretch"), ValueError, "pad, resize, crop"),
+        ((torch.rand(1, 1, 8, 8), (4, 4), "letterbox"), ValueError, "unknown fit mode 'letterbox'.*pad, resize, crop"),
+        ((torch.rand(1, 1, 8, 8), (4, 4), "stretch"), ValueError, "fit mode 'stretch' is now called 'resize'"),
         ((torch.rand(0, 1, 8, 8), (4, 4), "pad"), ValueError, "empty"),
     ],
 )
 def test_errors(args, error, match):
     with pytest.raises(error, match=match):
         fit_to_size(*args)
+
+
+def test_one_vocabulary_everywhere(capsys):
+    """The library, `anydepth generate --fit` and the Apply Depth ControlNet node share these words."""
+    from anydepth.cli import build_parser
+    from anydepth.fit import check_fit_mode
+    from anydepth.generate import GenerateSettings
+
+    assert FIT_MODES == ("pad", "resize", "crop") and [check_fit_mode(m) for m in FIT_MODES] == list(FIT_MODES)
+    with pytest.raises(ValueError, match="'stretch' is now called 'resize'"):
+        fit_box((4, 4), (2, 2), "stretch")
+    with pytest.raises(ValueError, match="'stretch' is now called 'resize'"):
+        GenerateSettings(fit="stretch")  # refused once, before any item runs
+    generate = ["generate", "--items", "x", "--pipeline", "p", "--out", "o"]
+    parser = build_parser()
+    assert parser.parse_args(generate).fit == "crop"
+    assert parser.parse_args([*generate, "--fit", "pad"]).fit == "pad"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*generate, "--fit", "stretch"])
+    assert "fit mode 'stretch' is now called 'resize'" in capsys.readouterr().err
+
+
+def test_nan_padding_marks_the_border_missing():
+    out = fit_to_size(torch.ones(1, 1, 2, 4), (4, 4), "pad", pad_value=float("nan"))
+    assert out[0, 0, [0, 3]].isnan().all() and (out[0, 0, 1:3] == 1).all()

@@ -14,29 +14,17 @@ from anydepth.cli import main
 from anydepth.generate import GenerateSettings, Item, generate, item_seed, read_items
 from anydepth.io import read_png16
 from anydepth.pipelines import load_depth_pipeline
+from conftest import write_photo
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny diffusers models are dominated by per-op overhead: one thread is faster and steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _photo(path, h, w, seed):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
 def items_file(tmp_path):
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    _photo(imgs / "a.png", 30, 40, 0)
-    _photo(imgs / "b.png", 50, 40, 1)
+    write_photo(imgs / "a.png", 30, 40, 0)
+    write_photo(imgs / "b.png", 50, 40, 1)
     (imgs / "c.png").write_bytes(b"not a png")
     lines = [{"image": "imgs/a.png", "prompt": "a cat", "seed": 7},
              {"image": "imgs/b.png", "prompt": "a dog", "negative": "blurry"},
@@ -55,15 +43,15 @@ def _cli(*args) -> int:
 
 def test_read_items_from_jsonl_csv_and_folders(tmp_path):
     (tmp_path / "sub").mkdir()
-    _photo(tmp_path / "sub" / "x.png", 8, 8, 0)
-    _photo(tmp_path / "sub" / "y.jpg", 8, 8, 1)
+    write_photo(tmp_path / "sub" / "x.png", 8, 8, 0)
+    write_photo(tmp_path / "sub" / "y.jpg", 8, 8, 1)
     (tmp_path / "sub" / "x.txt").write_text("a caption\n")
     jsonl = tmp_path / "list.jsonl"
     jsonl.write_text('{"image": "sub/x.png", "prompt": "p1", "seed": "12"}\n\n# comment\n'
                      '{"image": "sub/x.png", "prompt": "p2", "negative_prompt": "n"}\n'
                      '{"image": "sub/y.jpg", "seed": "twelve"}\nnot json\n{"prompt": "no image"}\n')
     items = read_items(jsonl)
-    assert [i.name for i in items] == ["x", "x-2", "y", "line-6", "line-7"]
+    assert [i.name for i in items] == ["x", "x_2", "y", "line-6", "line-7"]
     assert items[0].image == tmp_path / "sub" / "x.png" and items[0].seed == 12 and items[0].prompt == "p1"
     assert items[1].negative == "n" and items[1].seed is None and items[1].error is None
     assert "seed 'twelve' is not an integer" in items[2].error
@@ -78,9 +66,12 @@ def test_read_items_from_jsonl_csv_and_folders(tmp_path):
         (tmp_path / "bad.csv").write_text("file_name,text\nx,y\n")
         read_items(tmp_path / "bad.csv")
 
-    folder = read_items(tmp_path / "sub")
-    assert [(i.name, i.prompt) for i in folder] == [("x", "a caption"), ("y", None)]
+    folder = read_items(tmp_path / "sub")  # named like every command's outputs: the folder mirrored
+    assert [(i.name, i.prompt) for i in folder] == [("sub/x", "a caption"), ("sub/y", None)]
     assert [i.name for i in read_items(str(tmp_path / "sub" / "*.jpg"))] == ["y"]
+    (tmp_path / "sub" / "deeper").mkdir()
+    write_photo(tmp_path / "sub" / "deeper" / "x.png", 8, 8, 2)  # same name, another folder: kept apart
+    assert [i.name for i in read_items(tmp_path / "sub", recursive=True)] == ["sub/deeper/x", "sub/x", "sub/y"]
     with pytest.raises(ValueError, match="does not exist"):
         read_items(tmp_path / "missing.jsonl")
 
@@ -134,34 +125,33 @@ def test_generate_three_items_with_one_bad_image(items_file, tiny_pipelines, tin
 def test_missing_prompt_fails_that_item_only(tmp_path, tiny_pipelines, tiny_files, capsys):
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    _photo(imgs / "p.png", 30, 30, 0)
-    _photo(imgs / "q.png", 30, 30, 1)
+    write_photo(imgs / "p.png", 30, 30, 0)
+    write_photo(imgs / "q.png", 30, 30, 1)
     (imgs / "p.txt").write_text("a captioned photo")
     out = tmp_path / "out"
     assert _cli("--items", imgs, "--pipeline", tiny_pipelines["flux-depth"], "--out", out, "--steps", "1",
                 "--model", tiny_files["pth"], "--depth-input-size", "70", "--width", "72", "--height", "40") == 1
     err = capsys.readouterr().err
-    assert "q: no prompt for" in err and "q.txt caption" in err
+    assert "imgs/q: no prompt for" in err and "q.txt caption" in err
+    out = out / "imgs"  # a folder's items mirror it under --out, like every command's outputs
     meta = json.loads((out / "p.json").read_text())
     assert meta["prompt"] == "a captioned photo" and meta["pipeline_class"] == "FluxControlPipeline"
     assert (meta["width"], meta["height"]) == (64, 32)  # snapped down to Flux's multiple of 16
     assert meta["controlnet_conditioning_scale"] is None
     assert Image.open(out / "p.png").size == (64, 32)
     # a negative prompt is refused clearly by pipelines without one; --prompt fills the gap for q
-    assert _cli("--items", imgs, "--pipeline", tiny_pipelines["flux-depth"], "--out", out, "--steps", "1",
+    assert _cli("--items", imgs, "--pipeline", tiny_pipelines["flux-depth"], "--out", out.parent, "--steps", "1",
                 "--model", tiny_files["pth"], "--depth-input-size", "70", "--width", "72", "--height", "40",
                 "--prompt", "fallback", "--negative", "ugly") == 1
     assert "takes no negative prompt" in capsys.readouterr().err
     assert not (out / "q.json").exists()
 
 
-def test_seed_changes_the_image_and_the_same_seed_repeats_it(tmp_path, tiny_pipelines, tiny_files):
-    from anydepth import DepthEstimator
-
+def test_seed_changes_the_image_and_the_same_seed_repeats_it(tmp_path, tiny_pipelines, tiny_estimator):
     pipe = load_depth_pipeline(tiny_pipelines["sdxl"], tiny_pipelines["sdxl-controlnet"], device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    est = DepthEstimator(tiny_files["pth"], dtype="fp32", input_size=70, device="cpu")
-    photo = _photo(tmp_path / "s.png", 20, 30, 0)
+    est = tiny_estimator
+    photo = write_photo(tmp_path / "s.png", 20, 30, 0)
     outs = {}
     for tag, seed in (("one", 5), ("two", 5), ("three", 6)):
         report = generate(pipe, est, [Item("s", photo, "a prompt", seed=seed)], tmp_path / tag,

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from anydepth.anyview import normalize_extrinsics, umeyama_sim3
+from anydepth.cameras import quaternion_to_matrix
 from anydepth.geometry import (
     PointCloud,
     camera_centers,
@@ -25,7 +26,6 @@ from anydepth.geometry import (
     write_glb,
     write_ply,
 )
-from anydepth.models.da3 import quaternion_to_matrix
 
 
 def _look_at(centre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -212,3 +212,102 @@ def test_cameras_json_and_colmap(tmp_path):
     assert torch.allclose(r, ext[1, :3, :3].double(), atol=1e-6) and imgs[1].split()[-1] == "b.png"
     pts = [l for l in (tmp_path / "colmap/points3D.txt").read_text().splitlines() if not l.startswith("#")]
     assert len(pts) == 5
+
+
+# ------------------------------------------------------------------------------------------------ scene files
+
+
+def _result(scene, confidence: bool = True, cameras: bool = True):
+    """A GeometryResult of the analytic scene (metres), as AnyViewEstimator would return it."""
+    from anydepth.anyview import GeometryResult
+
+    depth = scene["depth"].float()
+    n, (h, w) = depth.shape[0], scene["size"]
+    conf = (1.0 + torch.arange(n * h * w, dtype=torch.float32).reshape(n, h, w) / (n * h * w)) if confidence else None
+    colours = torch.rand(n, h, w, 3, generator=torch.Generator().manual_seed(0))
+    return GeometryResult(depth=depth, confidence=conf, sky=None, extrinsics=scene["ext"].float() if cameras else None,
+                          intrinsics=scene["k"].float() if cameras else None, kind="metric_depth", processed_size=(h, w),
+                          processed_depth=depth, processed_confidence=conf, processed_sky=None,
+                          processed_intrinsics=scene["k"].float() if cameras else None, processed_images=colours,
+                          input_sizes=[(h, w)] * n, model_name="synthetic")
+
+
+def test_cameras_json_reads_back_what_is_written(tmp_path, scene):
+    from anydepth.scene import parse_cameras, read_cameras_json
+
+    path = write_cameras_json(tmp_path / "cameras.json", scene["ext"], scene["k"], names=["a", "b", "c"], sizes=[(30, 40)] * 3)
+    ext, k = read_cameras_json(path, 3)
+    torch.testing.assert_close(ext, scene["ext"][:, :3])
+    torch.testing.assert_close(k, scene["k"])
+    views = json.loads(open(path).read())
+    ext2, k2 = parse_cameras(json.dumps({"views": [{"intrinsics": v["intrinsics"]} for v in views]}), 3)
+    assert ext2 is None and torch.equal(k2, k)
+    four = [{"extrinsics": np.vstack([v["extrinsics"], [0, 0, 0, 1]]).tolist()} for v in views]
+    assert parse_cameras(json.dumps(four), 3).extrinsics.shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{oops", "cams: not valid JSON"),
+    ("[]", "expected a list of 2 views .* got a list of 0"),
+    ('{"a": 1}', "expected a list of 2 views .* got a JSON dict"),
+    ('[1, 2]', "view 0 must be an object"),
+    ('[{"name": "a"}, {"name": "b"}]', "no view has 'extrinsics'"),
+    ('[{"intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, {}]', r"intrinsics for every view or for none; views \[1\]"),
+    ('[{"intrinsics": [[1, 0], [0, 1]]}, {"intrinsics": [[1, 0], [0, 1]]}]', "view 0: intrinsics must be a 3×3 matrix"),
+    ('[{"extrinsics": [[1, 0, 0, 0]]}, {"extrinsics": "x"}]', "view 0: extrinsics must be a 3×4 or 4×4 matrix"),
+])
+def test_cameras_json_errors_name_the_source_and_the_view(text, match):
+    from anydepth.scene import parse_cameras
+
+    with pytest.raises(ValueError, match=match):
+        parse_cameras(text, 2, source="cams")
+
+
+def test_cameras_file_errors_name_the_file(tmp_path):
+    from anydepth.scene import read_cameras_json
+
+    with pytest.raises(ValueError, match="cannot read the cameras file .*missing.json"):
+        read_cameras_json(tmp_path / "missing.json", 2)
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"bad.json: expected a list of 2 views"):
+        read_cameras_json(tmp_path / "bad.json", 2)
+
+
+def test_point_cloud_files_are_the_same_bytes_for_the_same_result(tmp_path, scene):
+    import plyfile
+    import pygltflib
+
+    from anydepth.geometry import scene_extent
+    from anydepth.scene import FRUSTUM_SCALE, write_point_cloud
+
+    res = _result(scene)
+    saved = write_point_cloud(res, {"ply": tmp_path / "a.ply", "glb": tmp_path / "a.glb"}, max_points=500)
+    again = write_point_cloud(res, {"ply": tmp_path / "b.ply"}, max_points=500)
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+    cloud = res.point_cloud(max_points=500)
+    assert saved.points == again.points == len(cloud) == 500 and saved.cameras == 3
+    ply = plyfile.PlyData.read(str(saved.paths["ply"]))
+    assert ply["vertex"].count == 500 + 5 * 3 and ply["edge"].count == 8 * 3
+    np.testing.assert_allclose(np.stack([ply["vertex"][c][:500] for c in "xyz"], -1), cloud.points.numpy(), rtol=1e-6)
+    # the frusta are FRUSTUM_SCALE of the written cloud's extent: centre to a corner of camera 0
+    frusta = res.frusta(FRUSTUM_SCALE * scene_extent(cloud.points))
+    np.testing.assert_allclose(np.stack([ply["vertex"][c][500:505] for c in "xyz"], -1),
+                               torch.cat([frusta[0, :1, 0], frusta[0, :4, 1]]).numpy(), rtol=1e-5, atol=1e-6)
+    gltf = pygltflib.GLTF2().load(str(saved.paths["glb"]))
+    assert gltf.scenes[0].extras["anydepth_points"] == 500 and gltf.scenes[0].extras["anydepth_cameras"] == 3
+    with pytest.raises(ValueError, match="formats must be some of ply, glb"):
+        write_point_cloud(res, {"obj": tmp_path / "a.obj"})
+    with pytest.raises(ValueError, match="has no cameras"):
+        write_point_cloud(_result(scene, cameras=False), {"ply": tmp_path / "c.ply"})
+
+
+def test_confidence_map_is_min_max_over_all_views(scene):
+    from anydepth.scene import confidence_map
+
+    res = _result(scene)
+    conf = confidence_map(res)
+    assert conf.shape == (3, 30, 40) and float(conf.min()) == 0.0 and float(conf.max()) == 1.0
+    torch.testing.assert_close(conf, (res.confidence - res.confidence.min()) / (res.confidence.max() - res.confidence.min()))
+    assert torch.equal(confidence_map(_result(scene, confidence=False)), torch.zeros(3, 30, 40))
+    res.confidence = [res.confidence[0], res.confidence[1, :15, :20], res.confidence[2]]  # views of other sizes
+    assert confidence_map(res).shape == (3, 30, 40)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -123,16 +125,24 @@ def test_api_and_snapshot(hub, tmp_path, monkeypatch):
     assert str(folder).endswith("snap")
 
 
-def test_range_and_resume(hub, tmp_path, monkeypatch):
-    import httpx2
+def _get_range(url: str, byte_range: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain ``GET`` with a ``Range`` header (the standard library's client): status, headers, body."""
+    request = urllib.request.Request(url, headers={"Range": byte_range})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:  # urllib raises for 4xx/5xx answers
+        return e.code, dict(e.headers), e.read()
 
+
+def test_range_and_resume(hub, tmp_path, monkeypatch):
     hub_env(monkeypatch, hub, tmp_path / "hf")
-    r = httpx2.get(hub.url(REPO, "model.safetensors"), headers={"Range": "bytes=10-19"})
-    assert r.status_code == 206 and r.content == WEIGHTS[10:20]
-    assert r.headers["Content-Range"] == f"bytes 10-19/{len(WEIGHTS)}"
-    r = httpx2.get(hub.url(REPO, "model.safetensors"), headers={"Range": "bytes=-5"})
-    assert r.status_code == 206 and r.content == WEIGHTS[-5:]
-    assert httpx2.get(hub.url(REPO, "config.json"), headers={"Range": "bytes=999-"}).status_code == 416
+    status, headers, body = _get_range(hub.url(REPO, "model.safetensors"), "bytes=10-19")
+    assert status == 206 and body == WEIGHTS[10:20]
+    assert headers["Content-Range"] == f"bytes 10-19/{len(WEIGHTS)}"
+    status, _, body = _get_range(hub.url(REPO, "model.safetensors"), "bytes=-5")
+    assert status == 206 and body == WEIGHTS[-5:]
+    assert _get_range(hub.url(REPO, "config.json"), "bytes=999-")[0] == 416
 
     # A dropped connection mid-body: hf_hub retries the GET after a 1 s back-off. (It resumes with
     # "Range: bytes=<n>-" only for bytes already written, i.e. after whole 10 MiB chunks; here n == 0.)

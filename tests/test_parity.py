@@ -8,6 +8,7 @@ import torch
 from anydepth.models import ModelConfig, create_model
 from anydepth.models.dinov2 import DinoVisionTransformer
 from anydepth.weights import convert_hf, detect_arch
+from conftest import rel_error
 from tiny import TINY, VITS, hf_model
 
 
@@ -16,10 +17,6 @@ def _ours(ref, kind="disparity", max_depth=None, layers=(2, 5, 8, 11)) -> torch.
     model = create_model(ModelConfig(detect_arch(sd), layers, kind, max_depth))
     model.load_state_dict(sd, strict=True)
     return model
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / (b.max() - b.min()))
 
 
 @pytest.mark.parametrize("metric", [False, True], ids=["relative", "metric"])
@@ -31,7 +28,7 @@ def test_vits_matches_transformers_at_518(metric):
         expected = ref(pixel_values=x).predicted_depth
         got = ours(x)
     assert expected.max() - expected.min() > 1e-3  # a flat output would make the comparison vacuous
-    assert _rel_err(got, expected) <= 1e-4
+    assert rel_error(got, expected) <= 1e-4
 
 
 def test_v1_layer_selection_matches_transformers():
@@ -39,7 +36,7 @@ def test_v1_layer_selection_matches_transformers():
     ours = _ours(ref, layers=(8, 9, 10, 11))
     x = torch.randn(2, 3, 518, 518, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert _rel_err(ours(x), ref(pixel_values=x).predicted_depth) <= 1e-4
+        assert rel_error(ours(x), ref(pixel_values=x).predicted_depth) <= 1e-4
 
 
 def _da3_backbone(sd: dict, shape: dict):
@@ -77,8 +74,8 @@ def test_any_size_matches_original_position_embedding(shape, size):
         # transformers' own backbone resizes without the +0.1 offset and must differ: the test is meaningful.
         plain = ref(pixel_values=x).predicted_depth
     assert got.shape == (1, *size)
-    assert _rel_err(got, expected) <= 1e-4
-    assert _rel_err(plain, expected) > 1e-4
+    assert rel_error(got, expected) <= 1e-4
+    assert rel_error(plain, expected) > 1e-4
 
 
 def test_fused_attention_matches_reference_path(monkeypatch):

@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from anydepth import DepthEstimator, normalize_depth
 from anydepth.estimator import DepthResult
+from anydepth.fit import fit_to_size
 from anydepth.pipelines import (
     control_image,
     control_inputs,
     control_size,
     default_pixels,
     depth_to_control,
-    fit_to_size,
     load_depth_pipeline,
     offload,
     pipeline_multiple,
@@ -24,15 +23,7 @@ from anydepth.pipelines import (
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny diffusers models are dominated by per-op overhead: one thread is faster and steadier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +42,6 @@ def pipes(tiny_pipelines):
     for pipe in out.values():
         pipe.set_progress_bar_config(disable=True)
     return out
-
-
-@pytest.fixture(scope="module")
-def estimator(tiny_files):
-    return DepthEstimator(tiny_files["pth"], dtype="fp32", input_size=70, device="cpu")
-
-
-@pytest.fixture()
-def photo():
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, (45, 61, 3), dtype=np.uint8))
 
 
 # ------------------------------------------------------------------------------------------------ sizes
@@ -95,19 +75,19 @@ def test_control_size_errors():
         control_size((7, 64), multiple=8)
 
 
-def test_fit_to_size_crop_keeps_the_centre_and_stretch_resizes_all():
-    x = torch.arange(4 * 8, dtype=torch.float32).reshape(1, 1, 4, 8)
-    crop = fit_to_size(x, (4, 4), "crop")
-    torch.testing.assert_close(crop, x[..., 2:6])  # centre columns, no resampling needed
-    assert crop.data_ptr() != x.data_ptr()
-    stretch = fit_to_size(x, (4, 4), "stretch")
-    torch.testing.assert_close(stretch, F.interpolate(x, size=(4, 4), mode="bilinear", antialias=True))
-    tall = x.transpose(-1, -2)  # 8 rows x 4 columns
-    torch.testing.assert_close(fit_to_size(tall, (2, 4), "crop"), tall[..., 3:5, :])  # full width, centre rows
-    torch.testing.assert_close(fit_to_size(tall, (1, 2), "crop"),  # the same rows, then shrunk
-                               F.interpolate(tall[..., 3:5, :], size=(1, 2), mode="bilinear", antialias=True))
-    with pytest.raises(ValueError, match="fit must be one of crop, stretch"):
-        fit_to_size(x, (4, 4), "pad")
+def test_depth_to_control_fits_with_the_one_fit_vocabulary():
+    """crop / resize / pad are anydepth.fit's words; a padded border is missing depth: black, out of the statistics."""
+    depth = torch.linspace(1, 2, 4 * 8).reshape(1, 4, 8)  # disparity, twice as wide as the 8×8 target
+    for fit in ("crop", "resize"):
+        x = depth_to_control(depth, "disparity", multiple=4, height=8, width=8, fit=fit, mode="minmax")
+        expected = normalize_depth(fit_to_size(depth[:, None], (8, 8), fit)[:, 0], "disparity", "minmax")
+        torch.testing.assert_close(x[:, 0], expected)
+    padded = depth_to_control(depth, "disparity", multiple=4, height=8, width=8, fit="pad", mode="minmax", invert=True)
+    assert (padded[0, 0, :2] == 0).all() and (padded[0, 0, 6:] == 0).all()  # 4×8 scaled into rows 2..5
+    inner = padded[0, 0, 2:6]
+    assert float(inner.min()) == 0.0 and float(inner.max()) == 1.0  # min-max of the image only
+    with pytest.raises(ValueError, match="fit mode 'stretch' is now called 'resize'"):
+        depth_to_control(depth, "disparity", multiple=4, fit="stretch")
 
 
 # ------------------------------------------------------------------------------------------------ control images
@@ -164,20 +144,12 @@ def test_control_always_matches_the_pipeline_multiple():
         h, w = (int(v) for v in rng.integers(multiple, 300, 2))
         req = dict(height=int(rng.integers(multiple, 400)) if rng.random() < 0.5 else None,
                    width=int(rng.integers(multiple, 400)) if rng.random() < 0.5 else None)
-        x = depth_to_control(torch.rand(2, h, w) * 5, "disparity", multiple=multiple, fit=str(rng.choice(["crop", "stretch"])), **req)
+        x = depth_to_control(torch.rand(2, h, w) * 5, "disparity", multiple=multiple, fit=str(rng.choice(["crop", "resize", "pad"])), **req)
         assert x.ndim == 4 and x.shape[:2] == (2, 3) and x.dtype == torch.float32
         assert x.shape[-2] % multiple == 0 and x.shape[-1] % multiple == 0
         assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
         if req["height"]:
             assert x.shape[-2] == req["height"] - req["height"] % multiple
-
-
-def test_docstring_examples():
-    import doctest
-
-    import anydepth.pipelines
-
-    assert doctest.testmod(anydepth.pipelines, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 # ------------------------------------------------------------------------------------------------ real pipelines
@@ -212,10 +184,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_pipeline_runs_with_our_control_image(name, pipes, estimator, photo):
+def test_pipeline_runs_with_our_control_image(name, pipes, tiny_estimator, photo):
     pipe = pipes[name]
     key, (h, w), expected = CASES[name]
-    control = control_image(estimator, photo, pipe=pipe, height=h, width=w)
+    control = control_image(tiny_estimator, photo, pipe=pipe, height=h, width=w)
     assert control.shape == (1, 3, *expected) and control.dtype == torch.float32
     inputs = control_inputs(pipe, control)
     assert set(inputs) == {key, "height", "width"} and (inputs["height"], inputs["width"]) == expected
@@ -234,7 +206,7 @@ def test_pipeline_runs_with_our_control_image(name, pipes, estimator, photo):
     other = run(control_inputs(pipe, 1.0 - control))
     assert np.abs(image - other).max() > 1e-4
     # PIL control images: the same size, and what the pipeline makes of their 8-bit values
-    pil = control_image(estimator, photo, pipe=pipe, height=h, width=w, output="pil")
+    pil = control_image(tiny_estimator, photo, pipe=pipe, height=h, width=w, output="pil")
     assert [im.size for im in pil] == [(expected[1], expected[0])] and pil[0].mode == "RGB"
     as_8bit = torch.from_numpy(np.array(pil[0])).permute(2, 0, 1)[None].float() / 255.0
     assert (as_8bit - control).abs().max() <= 0.5 / 255 + 1e-6

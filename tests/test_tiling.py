@@ -16,10 +16,11 @@ import torch.nn.functional as F
 
 import anydepth.tiling as tiling
 from anydepth import DepthEstimator
-from anydepth.align import ScaleShift, align_scale_shift
+from anydepth.align import ScaleShift
 from anydepth.profiling import track_peak_memory
 from anydepth.tiling import make_tile_grid, tiled_depth, upsampled_crop
 from anydepth.weights import load_model
+from conftest import error_map
 from standin import PointwiseDepth, known_depth
 
 H, W = 420, 630  # multiples of 14: the untiled run at input_size=420 sees every pixel natively
@@ -37,13 +38,6 @@ def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
             img[0, c] += torch.sin(2 * math.pi * (fy * yy + fx * xx) + phase)
     lo, hi = img.amin((2, 3), keepdim=True), img.amax((2, 3), keepdim=True)
     return (img - lo) / (hi - lo)
-
-
-def rel_error(depth: torch.Tensor, exact: torch.Tensor, *, affine: bool = True) -> torch.Tensor:
-    """|depth - exact| / range(exact); with ``affine``, after one global scale/shift (the relative ambiguity)."""
-    if affine:
-        depth = align_scale_shift(depth, exact).aligned
-    return (depth - exact).abs() / (exact.max() - exact.min())
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def test_tiled_matches_untiled_without_seams(est, monkeypatch):
     torch.testing.assert_close(untiled, exact, atol=1e-5, rtol=0)  # the stand-in's answer is known
 
     tiled = est.estimate(img, tile_size=TILE).depth
-    err = rel_error(tiled, untiled)
+    err = error_map(tiled, untiled, affine=True)
     # Measured: max 6.3e-4, mean 1.5e-4 of the depth range (the 84-px global pass alone: max 1.9e-2), and
     # no seam: the error along tile borders is no larger than anywhere else.
     assert err.max() < 1.5e-3, err.max()
@@ -93,21 +87,21 @@ def test_tiled_matches_untiled_without_seams(est, monkeypatch):
         borders[:, x - 2:x + 3] = True
     assert err[0][borders].max() < 1.5e-3
     coarse = est.estimate(img).depth
-    assert rel_error(coarse, untiled).max() > 10 * err.max()
+    assert error_map(coarse, untiled, affine=True).max() > 10 * err.max()
 
     # Control: the same tiles blended without the alignment step show their different scales as seams.
     ident = lambda t, *args, **kw: ScaleShift(torch.ones(t.shape[0]), torch.zeros(t.shape[0]))  # noqa: E731
     monkeypatch.setattr(tiling, "fit_scale_shift", ident)
     unaligned = est.estimate(img, tile_size=TILE).depth
-    assert rel_error(unaligned, untiled).max() > 0.05
+    assert error_map(unaligned, untiled, affine=True).max() > 0.05
 
 
 def test_tiles_recover_the_detail_the_global_pass_loses(est):
     g = torch.Generator().manual_seed(1)
     img = (0.7 * smooth_image(H, W) + 0.3 * torch.rand(1, 3, H, W, generator=g)).clamp(0, 1)  # fine texture
     exact = DepthEstimator(PointwiseDepth(), dtype="fp32", input_size=H).estimate(img).depth
-    tiled = rel_error(est.estimate(img, tile_size=TILE).depth, exact)
-    coarse = rel_error(est.estimate(img).depth, exact)
+    tiled = error_map(est.estimate(img, tile_size=TILE).depth, exact, affine=True)
+    coarse = error_map(est.estimate(img).depth, exact, affine=True)
     # Measured: tiled mean 1.8e-3 / max 1.2e-2; the 84-px global pass alone: mean 7.1e-2 / max 0.32.
     assert tiled.mean() < 3e-3 and tiled.max() < 3e-2
     assert coarse.mean() > 10 * tiled.mean()

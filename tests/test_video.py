@@ -133,6 +133,36 @@ def test_long_clip_in_chunks_with_overlap(mode):
     assert [start for start, _ in chunks] == list(range(0, 40, new))
 
 
+class MetricEstimator(JitteredEstimator):
+    """Like :class:`JitteredEstimator`, with what a metric model records: network size, metres, range."""
+
+    kind = "metric_depth"
+
+    def estimate(self, frames, **kwargs):
+        r = super().estimate(frames, **kwargs)
+        return DepthResult(r.depth.abs() + 0.1, "metric_depth", [(28, 42)] * len(r), "metric-small", 20.0)
+
+
+@pytest.mark.parametrize("mode", ["running", "clip"])
+def test_video_depth_result_keeps_what_the_estimator_recorded(mode):
+    raw, _, frames, _ = synthetic_clip(t=11, seed=4)
+    video = estimate_video(MetricEstimator(raw), frames, chunk_size=4, overlap=1, mode=mode)
+    result = video.depth_result()
+    assert isinstance(result, DepthResult) and result.depth is video.depth and len(result) == 11
+    assert (result.kind, result.units, result.model_name, result.max_depth) == ("metric_depth", "metres", "metric-small", 20.0)
+    assert result.processed_size == [(28, 42)] * 11  # the estimator's record, not the frame size
+
+
+def test_video_depth_result_under_tiling_matches_the_estimator(tiny_estimator):
+    """Tiled chunks: the sizes and range are the estimator's own, as Estimate Video Depth passes them on."""
+    frames = torch.rand(5, 42, 70, 3, generator=torch.Generator().manual_seed(2))
+    video = estimate_video(tiny_estimator, frames, chunk_size=3, overlap=1, mode="clip", tile_size=56, input_size=28)
+    direct = tiny_estimator.estimate(frames, tile_size=56, input_size=28)
+    result = video.depth_result()
+    assert result.processed_size == direct.processed_size and result.max_depth == direct.max_depth
+    assert result.kind == direct.kind and result.model_name == direct.model_name
+
+
 def test_normalize_clip_one_mapping_or_a_sliding_window():
     raw, _, _, static = synthetic_clip()
     out = stabilize_depth(raw, mode="running").depth

@@ -67,6 +67,40 @@ def test_metric_and_layers_come_from_hf_config(tmp_path):
         torch.testing.assert_close(model(x), expected, atol=1e-4 * float(expected.max()), rtol=0)
 
 
+def _metric_hf_without_max_depth(folder):
+    """A metric ``-hf`` folder whose config.json has no ``max_depth`` (transformers would use 1 m); its reference."""
+    import json
+
+    ref = hf_model(TINY, seed=6, metric=True, max_depth=20)
+    write_hf_dir(ref, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["max_depth"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return ref
+
+
+def test_metric_hf_config_without_max_depth_takes_the_catalogue_range(tmp_path):
+    folder = tmp_path / "Depth-Anything-V2-Metric-Indoor-Small-hf"  # a catalogue variant: indoor, 20 m
+    ref = _metric_hf_without_max_depth(folder)
+    model = load_model(folder)
+    assert model.config.kind == "metric_depth" and model.config.max_depth == 20.0
+    x = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = ref(pixel_values=x).predicted_depth  # built with max_depth=20
+        torch.testing.assert_close(model(x), expected, atol=1e-4 * float(expected.max()), rtol=0)
+    assert read_checkpoint(folder, max_depth=5.0).config.max_depth == 5.0  # the caller still wins
+
+
+def test_metric_hf_config_without_max_depth_and_unknown_file_is_an_error(tmp_path):
+    folder = tmp_path / "my-indoor-metric-model"  # not a catalogue name; "indoor" in it is no evidence of a range
+    _metric_hf_without_max_depth(folder)
+    with pytest.raises(CheckpointError) as e:
+        load_model(folder)
+    msg = str(e.value)
+    assert str(folder / "config.json") in msg and "max_depth=" in msg and "--max-depth" in msg
+    assert read_checkpoint(folder, max_depth=12.5).config.max_depth == 12.5
+
+
 def test_metric_from_file_name_and_caller_override(tmp_path, tiny_hf):
     p = write_pth(tiny_hf, tmp_path / "depth_anything_v2_metric_hypersim_vits.pth")
     assert read_checkpoint(p).config.kind == "metric_depth" and read_checkpoint(p).config.max_depth == 20.0
@@ -74,7 +108,7 @@ def test_metric_from_file_name_and_caller_override(tmp_path, tiny_hf):
     assert override.config.kind == "disparity" and override.config.max_depth is None
     plain = write_pth(tiny_hf, tmp_path / "my_model.pth")
     assert read_checkpoint(plain).config.kind == "disparity"
-    with pytest.raises(CheckpointError, match="max_depth"):
+    with pytest.raises(CheckpointError, match="max_depth=.*--max-depth"):
         read_checkpoint(plain, kind="metric_depth")
 
 

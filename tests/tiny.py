@@ -73,3 +73,50 @@ def write_pth(model, path: Path) -> Path:
 def write_safetensors(model, path: Path, dtype: torch.dtype = torch.float32) -> Path:
     save_file(original_state_dict(model, dtype), str(path))
     return path
+
+
+#: ``preprocessor_config.json`` as the published ``-hf`` repos hold it (transformers' DPT image processor:
+#: shorter side to 518 keeping the aspect ratio, multiples of 14, bicubic, ImageNet statistics).
+PREPROCESSOR_CONFIG = {
+    "do_normalize": True, "do_pad": False, "do_rescale": True, "do_resize": True, "ensure_multiple_of": 14,
+    "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "DPTImageProcessor", "image_std": [0.229, 0.224, 0.225],
+    "keep_aspect_ratio": True, "resample": 3, "rescale_factor": 1 / 255, "size": {"height": 518, "width": 518},
+}
+
+
+def write_preprocessor_config(folder: Path) -> Path:
+    """Add the ``preprocessor_config.json`` of a published ``-hf`` repo to ``folder``; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "preprocessor_config.json"
+    path.write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
+    return path
+
+
+def write_hf_repo(model: DepthAnythingForDepthEstimation, path: Path) -> Path:
+    """A ``-hf`` repo folder with every published file: config, weights and image-processor config."""
+    write_hf_dir(model, path)
+    write_preprocessor_config(path)
+    return path
+
+
+def write_distill(model, path: Path, chunks: int = 1, dtype: torch.dtype = torch.float32) -> Path:
+    """Distill-Any-Depth's training-code layout, as its published ``large/model.safetensors``.
+
+    The DINOv2 is named ``backbone`` (not ``pretrained``) and built with ``block_chunks``: block ``N``
+    is stored as ``backbone.blocks.C.N`` with ``C = N // ceil(depth / chunks)`` (``N`` is not reset per
+    chunk). The head keeps the original ``depth_head.*`` names.
+    """
+    sd = original_state_dict(model, dtype)
+    depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("pretrained.blocks."))
+    per_chunk = -(-depth // chunks)
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("pretrained."):
+            parts = k.split(".")
+            if parts[1] == "blocks":
+                parts.insert(2, str(int(parts[2]) // per_chunk))
+            k = ".".join(["backbone", *parts[1:]])
+        out[k] = v
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    return path

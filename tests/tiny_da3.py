@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from anydepth.models import ArchConfig, create_model
-from anydepth.models.da3 import DA3Config, NestedDA3Config
+from anydepth.models.config import DA3Config, NestedDA3Config
 from anydepth.weights import convert_da3
 
 TINY_ARCH = ArchConfig(64, 10, 2, 16, (8, 16, 32, 32))  # head width 32: divisible by 4 for the 2D RoPE
@@ -26,13 +26,6 @@ TINY_SWIGLU = replace(TINY_ANYVIEW, arch=replace(TINY_ARCH, ffn="swiglu"), name=
 TINY_MONO = DA3Config(ArchConfig(64, 6, 1, 16, (8, 16, 32, 32)), (1, 2, 3, 5), cat_token=False, head="dpt", camera=False,
                       name="tiny-mono")
 TINY_FILE = replace(TINY_ANYVIEW, layers=(3, 5, 7, 9), name="")  # block taps a file without model_name implies
-
-
-def rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
-    """Max abs difference over the reference's range (the parity measure); a flat reference fails."""
-    span = float(ref.max() - ref.min())
-    assert span > 1e-3, "flat reference output: the comparison would be vacuous"
-    return float((got.float() - ref.float()).abs().max()) / span
 
 
 class _DinoV2(nn.Module):
@@ -160,3 +153,13 @@ def save_official(net: nn.Module, folder: Path, model_name: str | None = None) -
         save_model(_Saver(net), str(folder / "model.safetensors"))
         (folder / "config.json").write_text(json.dumps({}))
     return folder
+
+
+def write_single_file(net: nn.Module, path: Path) -> Path:
+    """One ``.safetensors`` with the official ``model.*`` keys and no ``config.json``: the published
+    ``model.safetensors`` renamed, as the ComfyUI-DepthAnythingV3 pack keeps it (``da3_large.safetensors`` ...)."""
+    from safetensors.torch import save_model
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(_Saver(net), str(path))
+    return path

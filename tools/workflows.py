@@ -4,7 +4,8 @@
 ``docs/workflow_sd15_depth_controlnet.png``. The graphs are written here once, as code, so links and
 widget orders stay consistent; ``tests/test_comfy_workflows.py`` checks every file against a real
 ComfyUI (node types, inputs, link types, ComfyUI's own prompt validation) and runs the ones that need
-only depth nodes.
+only depth nodes; ``tests/test_workflow_layout.py`` checks that the shipped files are what this script builds
+and that no node covers another at the sizes the frontend draws them (``node_size``).
 
 The drawing is a plain diagram of the graph (nodes, sockets, links, widget values) made with Pillow,
 in the colours of ComfyUI's dark theme; the pack's nodes are highlighted.
@@ -83,6 +84,47 @@ TITLES = {
     "AnyDepthGeometryToPointCloud": "Geometry to Point Cloud",
 }
 
+# -- node sizes as ComfyUI's frontend draws them -------------------------------------------------------------------
+# LiteGraph (comfyui-frontend-package 1.32.9) grows a node to its computeSize() when it is opened: one row of
+# NODE_SLOT_HEIGHT per socket row, NODE_WIDGET_HEIGHT + 4 per widget (upload buttons and "control after
+# generate" included), 8 below the widgets. The title bar (NODE_TITLE_HEIGHT) is drawn above `pos`.
+TITLE_H, SLOT_H, WIDGET_H, WIDGETS_PAD = 30.0, 20.0, 24.0, 8.0
+TEXT_BOX_H = 84.0
+"""A multiline prompt box: four lines of text (the frontend's minimum is smaller; prompts need room)."""
+PREVIEWS: dict[str, tuple[str, float]] = {
+    # Nodes that show a picture grow by it: the frontend's image/video preview widget has a minimum height of 220,
+    # the pack's depth preview (js/anydepth_depth_preview.js) 220 and its 3D viewer (js/anydepth_pointcloud.js) 300.
+    "LoadImage": ("image preview", 224.0), "PreviewImage": ("image preview", 224.0),
+    "SaveImage": ("image preview", 224.0), "AnyDepthSave": ("image preview", 224.0),
+    "LoadVideo": ("video preview", 224.0), "SaveVideo": ("video preview", 224.0),
+    "AnyDepthEstimate": ("depth preview + probe", 224.0), "AnyDepthAnyViewGeometry": ("3D viewer", 304.0),
+}
+NODE_W = 340.0
+"""Every node's width: the depth preview sets Estimate Depth to at least 340, the others need less."""
+LEFT, TOP, COLUMN_PITCH, ROW_GAP = 40.0, 60.0, 420.0, 30.0
+"""Layout: the first column's x, the first node's y (its title above it), column pitch (room for links), the free
+space between a node and the next node's title bar."""
+NOTE_WRAP, NOTE_LINE_H = 58, 16.0
+
+
+def node_size(type_: str, widgets: list) -> tuple[float, float]:
+    """The (width, height) of a node's body in ComfyUI's frontend, title bar excluded.
+
+    Example:
+        >>> node_size("LoadImage", ["example.png", "image"])  # 2 output rows, 2 widgets, the image preview
+        (340.0, 320.0)
+    """
+    if type_ == "Note":
+        return NODE_W, 20.0 + NOTE_LINE_H * len(_wrap(widgets[0], NOTE_WRAP))
+    ins, outs, names = SPECS[type_]
+    rows = max(len([1 for name, _ in ins if (type_, name) not in WIDGET_SOCKETS]), len(outs), 1)
+    height = SLOT_H * rows
+    if names:
+        height += WIDGET_H * len(names) + WIDGETS_PAD
+    if type_ == "CLIPTextEncode":
+        height += TEXT_BOX_H - WIDGET_H
+    return NODE_W, height + PREVIEWS.get(type_, ("", 0.0))[1]
+
 
 @dataclass
 class Node:
@@ -129,18 +171,18 @@ class Graph:
     # -- layout and serialisation ---------------------------------------------------------------
 
     def layout(self) -> None:
-        x0, y0, col_w, gap = 40.0, 60.0, 340.0, 30.0
-        heights: dict[int, float] = {}
-        for node in self.nodes:
-            ins, outs, widgets = SPECS[node.type]
-            rows = max(len(ins), len(outs)) + len(widgets) - (1 if "upload" in widgets or "control_after_generate" in widgets else 0)
-            extra = 60.0 if node.type == "CLIPTextEncode" else 0.0
-            if node.type == "Note":
-                rows, extra = 0, 16.0 * len(_wrap(node.widgets[0], 44)) - 10.0
-            node.size = (300.0, 46.0 + 24.0 * rows + extra)
-            y = heights.get(node.column, y0)
-            node.pos = (x0 + node.column * col_w, y)
-            heights[node.column] = y + node.size[1] + gap + 20.0
+        """Place the nodes in their columns, each as tall as the frontend will draw it, none covering another.
+
+        The sizes are those of ComfyUI's frontend (see ``node_size``), so a node keeps its size when the workflow
+        is opened, and the gap between two nodes of a column leaves room for the title bar drawn above ``pos``.
+        The note comes first in its column: it is what a newcomer reads first.
+        """
+        tops: dict[int, float] = {}
+        for node in sorted(self.nodes, key=lambda n: (n.column, n.type != "Note", n.id)):
+            node.size = node_size(node.type, node.widgets)
+            y = tops.get(node.column, TOP)
+            node.pos = (LEFT + node.column * COLUMN_PITCH, y)
+            tops[node.column] = y + node.size[1] + TITLE_H + ROW_GAP
 
     def order(self) -> list[Node]:
         done: set[int] = set()
@@ -304,13 +346,14 @@ def flux_depth_dev() -> Graph:
 
 def video_frames_to_depth_images() -> Graph:
     g = Graph("video_frames_to_depth_images", "Every frame of a video to depth in batches: one normalisation for the "
-              "whole clip (no flicker), saved as 16-bit PNG frames and as a depth video. Needs only a video in input/.")
+              "whole clip (no flicker), saved as 16-bit control PNG frames and as a depth video. Needs only a video in "
+              "input/.")
     video = g.add("LoadVideo", ["example_video.mp4", "image"], column=0)
     depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
     parts = g.add("GetVideoComponents", [], column=1)
     estimate = g.add("AnyDepthEstimate", [518, 8, 0, "none"], column=1)
     to_image = g.add("AnyDepthToImage", ["v2_style", "batch", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
-    save_frames = g.add("AnyDepthSave", ["anydepth/video_depth/frame", "png16", "v2_style", "batch", 0.0, 0.0, False], column=2)
+    save_frames = g.add("AnyDepthSave", ["anydepth/video_depth/frame", "control_png16", "v2_style", "batch", 0.0, 0.0, False], column=2)
     create = g.add("CreateVideo", [24.0], column=3)
     save_video = g.add("SaveVideo", ["anydepth/video_depth/depth", "auto", "auto"], column=3)
     g.connect(video, "VIDEO", parts, "video")
@@ -325,12 +368,13 @@ def video_frames_to_depth_images() -> Graph:
 
 
 def metric_depth_to_png16() -> Graph:
-    g = Graph("metric_depth_to_png16", "Metric depth in metres, kept: raw float32 NPY plus a 16-bit PNG with a fixed "
-              "mapping (metric_linear, near 0.01 m = 65535, far 20 m = 0) and a colour preview. Needs only an image.")
+    g = Graph("metric_depth_to_png16", "Metric depth in metres, kept: raw float32 NPY (Load Depth reads it back) plus "
+              "a 16-bit control PNG with a fixed mapping (metric_linear, near 0.01 m = 65535, far 20 m = 0) and a colour "
+              "preview. Needs only an image.")
     image = g.add("LoadImage", ["example.png", "image"], column=0)
     depth_model = g.add("AnyDepthLoadModel", [METRIC_DEPTH, "auto", "managed"], column=0)
     estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
-    save = g.add("AnyDepthSave", ["anydepth/metric/depth", "png16+npy", "metric_linear", "image", 0.01, 20.0, False], column=2)
+    save = g.add("AnyDepthSave", ["anydepth/metric/depth", "control_png16+npy", "metric_linear", "image", 0.01, 20.0, False], column=2)
     to_image = g.add("AnyDepthToImage", ["metric_disparity", "image", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
     colormap = g.add("AnyDepthColormap", ["inferno"], column=3)
     preview = g.add("PreviewImage", [], column=3, title="Metric depth preview")
@@ -392,7 +436,7 @@ GRAPHS = (sd15_depth_controlnet, sdxl_depth_controlnet, flux_depth_dev, video_fr
 BG, GRID = (32, 32, 32), (40, 40, 40)
 NOTE_BG, NOTE_TITLE = (102, 85, 51), (68, 51, 34)
 NODE_BG, NODE_TITLE, ANYDEPTH_TITLE = (53, 53, 53), (34, 34, 34), (34, 74, 110)
-TEXT, DIM, WIDGET_BG = (225, 225, 225), (160, 160, 160), (34, 34, 34)
+TEXT, DIM, WIDGET_BG, PREVIEW_BG = (225, 225, 225), (160, 160, 160), (34, 34, 34), (26, 26, 26)
 TYPE_COLOURS = {
     "MODEL": (179, 157, 219), "CLIP": (255, 214, 0), "VAE": (255, 100, 100), "CONDITIONING": (255, 160, 50),
     "LATENT": (255, 156, 249), "IMAGE": (100, 181, 246), "MASK": (129, 199, 132), "CONTROL_NET": (0, 214, 163),
@@ -437,7 +481,7 @@ def render(workflow: dict, scale: float = 1.0) -> Image.Image:
 
     def socket_xy(node: dict, slot: int, output: bool) -> tuple[float, float]:
         x = node["pos"][0] + (node["size"][0] if output else 0)
-        return x * s, (node["pos"][1] + 44 + 24 * slot) * s
+        return x * s, (node["pos"][1] + SLOT_H * (slot + 0.5)) * s
 
     for link_id, src, src_slot, dst, dst_slot, typ in workflow["links"]:
         (ax, ay), (bx, by) = socket_xy(nodes[src], src_slot, True), socket_xy(nodes[dst], dst_slot, False)
@@ -450,54 +494,63 @@ def render(workflow: dict, scale: float = 1.0) -> Image.Image:
         d.line(pts, fill=TYPE_COLOURS.get(typ, DIM), width=max(1, int(3 * s)))
 
     for node in nodes.values():
-        x, y = node["pos"][0] * s, node["pos"][1] * s
-        nw, nh = node["size"][0] * s, node["size"][1] * s
-        ours = node["type"].startswith("AnyDepth")
-        note = node["type"] == "Note"
-        r = 8 * s
-        d.rounded_rectangle([x, y - 30 * s, x + nw, y + nh], radius=r, fill=NOTE_BG if note else NODE_BG,
-                            outline=(77, 208, 225) if ours else (70, 70, 70), width=max(1, int(2 * s)))
-        d.rounded_rectangle([x, y - 30 * s, x + nw, y], radius=r,
-                            fill=NOTE_TITLE if note else ANYDEPTH_TITLE if ours else NODE_TITLE)
-        if note:
-            d.text((x + 12 * s, y - 23 * s), node.get("title") or "Note", fill=TEXT, font=title_font)
-            for j, ln in enumerate(_wrap(node["widgets_values"][0], 44)):
-                d.text((x + 14 * s, y + (12 + 16 * j) * s), ln, fill=TEXT, font=body_font)
-            continue
-        d.text((x + 12 * s, y - 23 * s), node.get("title") or TITLES.get(node["type"], node["type"]), fill=TEXT, font=title_font)
-        for i, inp in enumerate(node["inputs"]):
-            sx, sy = socket_xy(node, i, False)
-            col = TYPE_COLOURS.get(inp["type"], DIM)
-            rr = 5 * s
-            d.ellipse([sx - rr, sy - rr, sx + rr, sy + rr], fill=col if inp["link"] is not None else NODE_BG, outline=col)
-            d.text((sx + 10 * s, sy - 8 * s), inp["name"], fill=DIM, font=body_font)
-        for i, out in enumerate(node["outputs"]):
-            sx, sy = socket_xy(node, i, True)
-            col = TYPE_COLOURS.get(out["type"], DIM)
-            rr = 5 * s
-            d.ellipse([sx - rr, sy - rr, sx + rr, sy + rr], fill=col if out["links"] else NODE_BG, outline=col)
-            d.text((sx - 10 * s, sy - 8 * s), out["name"], fill=DIM, font=body_font, anchor="ra")
-        names = [n for n in SPECS[node["type"]][2] if n not in ("upload", "control_after_generate")]
-        values = [v for n, v in zip(SPECS[node["type"]][2], node["widgets_values"]) if n not in ("upload", "control_after_generate")]
-        wy = node["pos"][1] + 44 + 24 * max(len(node["inputs"]), len(node["outputs"]))
-        for name, value in zip(names, values):
-            if (node["type"], name) in WIDGET_SOCKETS and any(i["name"] == name and i["link"] for i in node["inputs"]):
-                continue
-            top = (wy - 10) * s
-            tall = 70 if node["type"] == "CLIPTextEncode" else 20
-            d.rounded_rectangle([x + 10 * s, top, x + nw - 10 * s, top + tall * s], radius=6 * s, fill=WIDGET_BG)
-            if node["type"] == "CLIPTextEncode":
-                for j, ln in enumerate(_wrap(value, 40)[:4]):
-                    d.text((x + 18 * s, top + (4 + 15 * j) * s), ln, fill=TEXT, font=body_font)
-            else:
-                d.text((x + 18 * s, top + 3 * s), name, fill=DIM, font=body_font)
-                room = nw - 46 * s - d.textlength(name, font=body_font)
-                text = _short(value)
-                while len(text) > 2 and d.textlength(text, font=body_font) > room:
-                    text = text[:-2] + "…"
-                d.text((x + nw - 18 * s, top + 3 * s), text, fill=TEXT, font=body_font, anchor="ra")
-            wy += tall + 4
+        _draw_node(d, node, s, socket_xy, title_font, body_font)
     return img
+
+
+def _draw_node(d: ImageDraw.ImageDraw, node: dict, s: float, socket_xy, title_font, body_font) -> None:
+    """One node: title bar above ``pos``, socket rows, widget rows, then the picture area it shows (if any)."""
+    x, y = node["pos"][0] * s, node["pos"][1] * s
+    nw, nh = node["size"][0] * s, node["size"][1] * s
+    ours = node["type"].startswith("AnyDepth")
+    note = node["type"] == "Note"
+    r = 8 * s
+    d.rounded_rectangle([x, y - TITLE_H * s, x + nw, y + nh], radius=r, fill=NOTE_BG if note else NODE_BG,
+                        outline=(77, 208, 225) if ours else (70, 70, 70), width=max(1, int(2 * s)))
+    d.rounded_rectangle([x, y - TITLE_H * s, x + nw, y], radius=r,
+                        fill=NOTE_TITLE if note else ANYDEPTH_TITLE if ours else NODE_TITLE)
+    title = node.get("title") or TITLES.get(node["type"], node["type"])
+    d.text((x + 12 * s, y - 23 * s), title, fill=TEXT, font=title_font)
+    if note:
+        for j, ln in enumerate(_wrap(node["widgets_values"][0], NOTE_WRAP)):
+            d.text((x + 14 * s, y + (10 + NOTE_LINE_H * j) * s), ln, fill=TEXT, font=body_font)
+        return
+    for i, inp in enumerate(node["inputs"]):
+        sx, sy = socket_xy(node, i, False)
+        col = TYPE_COLOURS.get(inp["type"], DIM)
+        rr = 5 * s
+        d.ellipse([sx - rr, sy - rr, sx + rr, sy + rr], fill=col if inp["link"] is not None else NODE_BG, outline=col)
+        d.text((sx + 10 * s, sy - 8 * s), inp["name"], fill=DIM, font=body_font)
+    for i, out in enumerate(node["outputs"]):
+        sx, sy = socket_xy(node, i, True)
+        col = TYPE_COLOURS.get(out["type"], DIM)
+        rr = 5 * s
+        d.ellipse([sx - rr, sy - rr, sx + rr, sy + rr], fill=col if out["links"] else NODE_BG, outline=col)
+        d.text((sx - 10 * s, sy - 8 * s), out["name"], fill=DIM, font=body_font, anchor="ra")
+    rows = max(len([i for i in node["inputs"] if "widget" not in i]), len(node["outputs"]), 1)
+    wy = node["pos"][1] + SLOT_H * rows + 4
+    for name, value in zip(SPECS[node["type"]][2], node["widgets_values"]):
+        top = wy * s
+        tall = TEXT_BOX_H - 4 if node["type"] == "CLIPTextEncode" else WIDGET_H - 4
+        d.rounded_rectangle([x + 10 * s, top, x + nw - 10 * s, top + tall * s], radius=6 * s, fill=WIDGET_BG)
+        if node["type"] == "CLIPTextEncode":
+            for j, ln in enumerate(_wrap(value, 44)[:4]):
+                d.text((x + 18 * s, top + (4 + 18 * j) * s), ln, fill=TEXT, font=body_font)
+        elif name == "upload":
+            d.text((x + nw / 2, top + 3 * s), "choose file to upload", fill=DIM, font=body_font, anchor="ma")
+        else:
+            d.text((x + 18 * s, top + 3 * s), name, fill=DIM, font=body_font)
+            room = nw - 46 * s - d.textlength(name, font=body_font)
+            text = _short(value)
+            while len(text) > 2 and d.textlength(text, font=body_font) > room:
+                text = text[:-2] + "…"
+            d.text((x + nw - 18 * s, top + 3 * s), text, fill=TEXT, font=body_font, anchor="ra")
+        wy += tall + 4
+    if node["type"] in PREVIEWS:
+        label, tall = PREVIEWS[node["type"]]
+        top = (node["pos"][1] + node["size"][1] - tall) * s
+        d.rounded_rectangle([x + 10 * s, top, x + nw - 10 * s, y + nh - 8 * s], radius=6 * s, fill=PREVIEW_BG)
+        d.text((x + nw / 2, (top + y + nh) / 2), label, fill=DIM, font=body_font, anchor="mm")
 
 
 def thumbnail(workflow: dict, size: tuple[int, int] = (640, 400)) -> Image.Image:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..catalog import DEFAULT_MODEL
-from ..normalize import NORMALIZE_MODES
+from .options import add_fit_option, add_normalize_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--width", type=int, default=None, help="output width (snapped to the pipeline's multiple)")
     g.add_argument("--height", type=int, default=None,
                    help="output height; default: the pipeline's default area with the input's aspect ratio")
-    g.add_argument("--fit", default="crop", choices=("crop", "stretch"), help="how depth meets another aspect ratio")
+    add_fit_option(g, default="crop")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"depth model (default {DEFAULT_MODEL})")
-    g.add_argument("--normalize", default="v2_style", choices=NORMALIZE_MODES, help="depth -> control image mode")
-    g.add_argument("--invert", action="store_true", help="near = black")
-    g.add_argument("--gamma", type=float, default=1.0, help="gamma applied after normalising")
+    add_normalize_options(g, ("mode", "invert", "gamma"))
     g.add_argument("--depth-input-size", type=int, default=518, help="shorter side the depth network sees")
     g.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="pipeline precision (auto: bf16 Flux / fp16 SD on CUDA, fp32 on CPU)")
@@ -54,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import GenerateSettings, generate, read_items
     from ..pipelines import load_depth_pipeline
 
+    from ..batch import prepare_output_folder
+
     items = read_items(args.items, recursive=args.recursive)
+    prepare_output_folder(args.out)  # before the pipeline loads: a bad --out fails in a second, not minutes
     try:
         pipe = load_depth_pipeline(args.pipeline, args.controlnet, device=args.device, dtype=args.dtype,
                                    offload=args.offload)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from .options import add_max_tokens_option
 
 REF_STRATEGIES = ("saddle_balanced", "saddle_sim_range", "first", "middle")
 
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="compute precision (default auto)")
     g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
     g.add_argument("--process-res", type=int, default=504, help="longer side the network sees (default 504)")
+    add_max_tokens_option(g, "process-res", 504)
     g.add_argument("--chunk", type=int, default=8, help="views per pass through the per-view parts (memory; default 8)")
     g.add_argument("--ref-view", default="saddle_balanced", choices=REF_STRATEGIES,
                    help="how the reference (world) view is chosen for 3 or more views")
@@ -34,67 +36,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--revision", default=None, help="hub branch, tag or commit to download")
 
 
-def _stems(images: list[Path]) -> list[str]:
-    """``<stem>``; inputs sharing a stem (a.png, a.jpg, or two folders) get the suffix / a counter added."""
-    stems = [p.stem for p in images]
-    out, seen = [], set()
-    for p, s in zip(images, stems):
-        name = s if stems.count(s) == 1 else f"{s}_{p.suffix[1:]}"
-        base, i = name, 1
-        while name in seen:
-            i += 1
-            name = f"{base}_{i}"
-        seen.add(name)
-        out.append(name)
-    return out
-
-
-def _known_cameras(path: Path, n: int):
-    views = json.loads(path.read_text())
-    if not isinstance(views, list) or len(views) != n:
-        raise ValueError(f"{path}: expected a list of {n} views (one per image, in order), got "
-                         f"{len(views) if isinstance(views, list) else type(views).__name__}")
-    ext = [v.get("extrinsics") for v in views]
-    k = [v.get("intrinsics") for v in views]
-    ext = ext if all(e is not None for e in ext) else None
-    k = k if all(m is not None for m in k) else None
-    if ext is None and k is None:
-        raise ValueError(f"{path}: needs extrinsics (3×4 or 4×4) and/or intrinsics (3×3) for every view")
-    return ext, k
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..anyview import AnyViewEstimator
-    from ..geometry import camera_frusta, glb_alignment, scene_extent, write_cameras_json, write_colmap_text, write_glb, write_ply
-    from ..io import list_images, read_image, save_npy
+    from ..geometry import write_cameras_json, write_colmap_text
+    from ..batch import plan_layout, prepare_output_folder
+    from ..export import save_depth
+    from ..io import read_image, save_npy
+    from ..scene import read_cameras_json, write_point_cloud
 
-    images: list[Path] = []
-    for item in args.inputs:
-        images += list_images(item, recursive=args.recursive)
+    out: Path = args.out
+    views = plan_layout(args.inputs, recursive=args.recursive, exclude=out)  # the layout every command uses
+    prepare_output_folder(out)
     loaded, failures = [], []
-    for p in images:
+    for p, stem in views:
         try:
-            loaded.append((p, read_image(p)))
+            loaded.append((p, read_image(p), stem))
         except ValueError as err:
             failures.append((p, str(err)))
     if not loaded:
         for src, err in failures:
             print(f"failed: {src}: {err}", file=sys.stderr)
         return 1
-    paths = [p for p, _ in loaded]
-    stems = _stems(paths)
+    paths = [p for p, _, _ in loaded]
+    stems = [stem for _, _, stem in loaded]
     extrinsics = intrinsics = None
     if args.cameras is not None:
-        extrinsics, intrinsics = _known_cameras(args.cameras, len(paths))
-    est = AnyViewEstimator(args.model, device=args.device, dtype=args.dtype, process_res=args.process_res, chunk=args.chunk,
-                           models_dir=args.models_dir, revision=args.revision)
-    res = est.estimate([img for _, img in loaded], extrinsics=extrinsics, intrinsics=intrinsics, ref_view_strategy=args.ref_view)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+        extrinsics, intrinsics = read_cameras_json(args.cameras, len(paths))
+    est = AnyViewEstimator(args.model, device=args.device, dtype=args.dtype, process_res=args.process_res,
+                           max_tokens=args.max_tokens, chunk=args.chunk, models_dir=args.models_dir, revision=args.revision)
+    res = est.estimate([img for _, img, _ in loaded], extrinsics=extrinsics, intrinsics=intrinsics, ref_view_strategy=args.ref_view)
     for i, stem in enumerate(stems):
-        save_npy(out / f"{stem}_depth.npy", res.maps("depth")[i].numpy().astype(np.float32))
+        save_depth(out / f"{stem}_depth.npy", res.maps("depth")[i].numpy().astype(np.float32), kind=res.kind,
+                   metadata={"model": res.model_name})
         if res.confidence is not None:
             save_npy(out / f"{stem}_conf.npy", res.maps("confidence")[i].numpy().astype(np.float32))
         if res.sky is not None:
@@ -105,15 +80,13 @@ def run(args: argparse.Namespace) -> int:
     if res.has_cameras:
         write_cameras_json(out / "cameras.json", res.extrinsics, res.intrinsics, names=[p.name for p in paths], sizes=res.input_sizes)
         written.append("cameras.json")
-        cloud = res.point_cloud(conf_percentile=args.conf_percentile, max_points=args.max_points)
-        if not args.no_ply:
-            write_ply(out / "points.ply", cloud)
-            written.append(f"points.ply ({len(cloud)} points)")
-        if not args.no_glb:
-            frusta = camera_frusta(res.processed_intrinsics, res.extrinsics, res.processed_size, 0.03 * scene_extent(cloud.points))
-            write_glb(out / "scene.glb", cloud, frusta, transform=glb_alignment(res.extrinsics[0], cloud.points))
-            written.append("scene.glb")
+        files = {f: out / name for f, name, off in (("ply", "points.ply", args.no_ply), ("glb", "scene.glb", args.no_glb))
+                 if not off}
+        if files:  # the same files as the Geometry to Point Cloud node for the same options
+            saved = write_point_cloud(res, files, conf_percentile=args.conf_percentile, max_points=args.max_points)
+            written += [f"{p.name} ({saved.points} points)" for p in saved.paths.values()]
         if args.colmap:
+            cloud = res.point_cloud(conf_percentile=args.conf_percentile, max_points=args.max_points)
             write_colmap_text(out / "colmap", res.extrinsics, res.intrinsics, res.input_sizes, [p.name for p in paths], cloud)
             written.append("colmap/")
     else:

@@ -26,9 +26,18 @@ def run(args: argparse.Namespace) -> int:
             output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}"
         local = "—" if v.repo_id is None else ("yes" if find_local(v, dirs) else "no")
         where = v.notes if v.repo_id is None else f"{v.repo_id} / {', '.join(v.files)}"
-        rows.append((v.name, v.family, v.encoder, output, v.license, local, where))
+        license = v.license + (" *" if v.license_note else "")  # * : sources disagree, see the notes below
+        rows.append((v.name, v.family, v.encoder, output, license, local, where))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
+    notes: dict[str, list[str]] = {}  # one line per note, naming every variant it concerns
+    for v in VARIANTS.values():
+        if v.license_note:
+            notes.setdefault(v.license_note, []).append(v.name)
+    if notes:
+        print("\n* license notes (the cautious license is shown):")
+        for note, names in notes.items():
+            print(f"  {', '.join(names)}: {note}")
     print(f"\nmodels folder: {', '.join(str(d) for d in dirs)}  (default model: {DEFAULT_MODEL})")
     return 0

@@ -13,26 +13,31 @@ One implementation covers every published DA3 network:
   the scale of the any-view depth and cameras (in metres).
 
 Parameter names follow the official release (``backbone.pretrained`` shortened to ``backbone``, see
-:func:`anydepth.weights.convert_da3`). The DINOv2 parts (blocks, patch embedding, position-embedding
+:func:`convert_da3`, at the end of this module). The DINOv2 parts (blocks, patch embedding, position-embedding
 resize) are those of :mod:`anydepth.models.dinov2`; the DPT fusion blocks those of
 :mod:`anydepth.models.dpt`. The Gaussian-splatting head of GIANT is not built (its weights are
-skipped at load).
+skipped at load). The configs and presets live in :mod:`anydepth.models.config`, the camera maths
+(rigid inverse, quaternions) in :mod:`anydepth.cameras`; every module returns a documented dataclass
+(:class:`DA3Output`, :class:`DA3BackboneOutput`, :class:`DA3HeadOutput`).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kinds import DEPTH, METRIC_DEPTH, DepthKind
-from .depth_anything import ArchConfig
+from ..cameras import invert_rigid, matrix_to_quaternion, quaternion_to_matrix
+from ..kinds import METRIC_DEPTH, DepthKind
+from .config import DA3Config, NestedDA3Config
 from .dinov2 import Block, DinoVisionTransformer, Mlp
-from .dpt import FeatureFusionBlock
+from .dpt import FeatureFusionBlock, add_reassemble_layers
 
 RefViewStrategy = Literal["first", "middle", "saddle_balanced", "saddle_sim_range"]
 REF_VIEW_STRATEGIES: tuple[str, ...] = ("first", "middle", "saddle_balanced", "saddle_sim_range")
@@ -45,140 +50,6 @@ METRIC_FOCAL_DIVISOR = 300.0
 
 #: Sky probability below which a pixel counts as "not sky" (official threshold).
 SKY_THRESHOLD = 0.3
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True)
-class DA3Config:
-    """A buildable Depth Anything 3 network (any-view, mono or metric).
-
-    Attributes:
-        arch: backbone and head widths (``features`` / ``out_channels`` are the head's).
-        layers: blocks whose outputs feed the head.
-        alt_start: first block of the within-view / across-view alternation (odd blocks from here
-            attend across views); ``-1`` for a plain per-image ViT (mono / metric).
-        qknorm_start, rope_start: first block with QK-norm / 2D RoPE (``-1``: none).
-        cat_token: the head sees ``[local, global]`` features (twice the width).
-        head: ``"dualdpt"`` (depth + confidence + rays) or ``"dpt"`` (depth + sky).
-        camera: has the camera encoder and decoder.
-        metric: output × focal / 300 is metres (DA3METRIC).
-        rope_freq: RoPE base frequency.
-        name: catalogue / preset name.
-    """
-
-    arch: ArchConfig
-    layers: tuple[int, ...]
-    alt_start: int = -1
-    qknorm_start: int = -1
-    rope_start: int = -1
-    cat_token: bool = True
-    head: str = "dualdpt"
-    camera: bool = True
-    metric: bool = False
-    rope_freq: float = 100.0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    name: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if self.head not in ("dualdpt", "dpt"):
-            raise ValueError(f"DA3 head must be 'dualdpt' or 'dpt', got {self.head!r}")
-        if len(self.layers) != 4 or not all(0 <= i < self.arch.depth for i in self.layers):
-            raise ValueError(f"layers must be four block indices below {self.arch.depth}, got {self.layers}")
-        if self.alt_start == 0 or self.alt_start >= self.arch.depth:
-            raise ValueError(f"alt_start must be -1 or in 1..{self.arch.depth - 1}, got {self.alt_start}")
-        if self.camera and self.alt_start < 0:
-            raise ValueError("a DA3 network with cameras needs alt_start >= 1 (the camera token enters there)")
-        if self.rope_start >= 0 and (self.arch.embed_dim // self.arch.num_heads) % 4:
-            raise ValueError("2D RoPE needs a head width divisible by 4")
-
-    @property
-    def kind(self) -> DepthKind:
-        """``"metric_depth"`` for the metric network (after focal scaling), else ``"depth"``."""
-        return METRIC_DEPTH if self.metric else DEPTH
-
-    @property
-    def anyview(self) -> bool:
-        """Views attend to each other (the network predicts cameras)."""
-        return self.alt_start >= 0
-
-    @property
-    def sky(self) -> bool:
-        return self.head == "dpt"
-
-    @property
-    def head_dim_in(self) -> int:
-        return self.arch.embed_dim * (2 if self.cat_token else 1)
-
-
-@dataclass(frozen=True)
-class NestedDA3Config:
-    """DA3NESTED: an any-view network whose depth and cameras are scaled to metres by a metric one."""
-
-    anyview_config: DA3Config
-    metric_config: DA3Config
-    name: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.anyview_config.camera or not self.metric_config.metric:
-            raise ValueError("a nested DA3 needs an any-view network with cameras and a metric network")
-
-    kind: DepthKind = field(default=METRIC_DEPTH, init=False)
-    camera: bool = field(default=True, init=False)
-    anyview: bool = field(default=True, init=False)
-    sky: bool = field(default=True, init=False)
-    metric: bool = field(default=True, init=False)
-
-    @property
-    def arch(self) -> ArchConfig:
-        return self.anyview_config.arch
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self.anyview_config.mean
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self.anyview_config.std
-
-
-_VITS = ArchConfig(384, 12, 6, 64, (48, 96, 192, 384))
-_VITB = ArchConfig(768, 12, 12, 128, (96, 192, 384, 768))
-_VITL = ArchConfig(1024, 24, 16, 256, (256, 512, 1024, 1024))
-_VITG = ArchConfig(1536, 40, 24, 256, (256, 512, 1024, 1024), ffn="swiglu")
-
-
-def _anyview(name: str, arch: ArchConfig, layers: tuple[int, ...], alt: int) -> DA3Config:
-    return DA3Config(arch, layers, alt, alt, alt, name=name)
-
-
-def _mono(name: str, metric: bool) -> DA3Config:
-    return DA3Config(_VITL, (4, 11, 17, 23), cat_token=False, head="dpt", camera=False, metric=metric, name=name)
-
-
-#: The official presets (``model_name`` in a DA3 ``config.json``).
-DA3_PRESETS: dict[str, DA3Config | NestedDA3Config] = {
-    "da3-small": _anyview("da3-small", _VITS, (5, 7, 9, 11), 4),
-    "da3-base": _anyview("da3-base", _VITB, (5, 7, 9, 11), 4),
-    "da3-large": _anyview("da3-large", _VITL, (11, 15, 19, 23), 8),
-    "da3-giant": _anyview("da3-giant", _VITG, (19, 27, 33, 39), 13),
-    "da3mono-large": _mono("da3mono-large", False),
-    "da3metric-large": _mono("da3metric-large", True),
-}
-DA3_PRESETS["da3nested-giant-large"] = NestedDA3Config(DA3_PRESETS["da3-giant"], DA3_PRESETS["da3metric-large"],
-                                                       name="da3nested-giant-large")
-
-
-def da3_preset(name: str) -> DA3Config | NestedDA3Config:
-    """Preset for an official ``model_name`` (``-1.1`` releases share the architecture of their base)."""
-    base = name.lower().removesuffix("-1.1")
-    try:
-        return DA3_PRESETS[base]
-    except KeyError:
-        raise KeyError(f"unknown Depth Anything 3 model {name!r}; known: {', '.join(DA3_PRESETS)}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,60 +106,6 @@ def add_uv_position_embedding_(x: torch.Tensor, aspect: float) -> torch.Tensor:
     x[:, :half] += cols.to(x.dtype)
     x[:, half:] += rows.to(x.dtype)
     return x
-
-
-def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices from quaternions in ``(x, y, z, w)`` order (need not be unit length).
-
-    Shape: ``[..., 4]`` -> ``[..., 3, 3]``.
-    """
-    i, j, k, r = q.unbind(-1)
-    two_s = 2.0 / (q * q).sum(-1)
-    m = torch.stack(
-        (
-            1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
-            two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
-            two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j),
-        ),
-        -1,
-    )
-    return m.reshape(q.shape[:-1] + (3, 3))
-
-
-def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
-    """Unit quaternions ``(x, y, z, w)`` with ``w >= 0`` from rotation matrices.
-
-    Uses the best-conditioned of the four closed-form candidates (largest diagonal term).
-
-    Shape: ``[..., 3, 3]`` -> ``[..., 4]``.
-    """
-    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.reshape(m.shape[:-2] + (9,)).unbind(-1)
-    diag = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    q_abs = diag.clamp_min(0).sqrt()
-    # Row c: the quaternion (w, x, y, z) times 2 * q_abs[c].
-    cand = torch.stack(
-        [
-            torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
-            torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], -1),
-            torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], -1),
-            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], -1),
-        ],
-        -2,
-    ) / (2.0 * q_abs[..., None].clamp_min(0.1))
-    best = q_abs.argmax(-1)[..., None, None].expand(q_abs.shape[:-1] + (1, 4))
-    wxyz = cand.gather(-2, best).squeeze(-2)
-    xyzw = wxyz[..., [1, 2, 3, 0]]
-    return torch.where(xyzw[..., 3:] < 0, -xyzw, xyzw)
-
-
-def invert_rigid(m: torch.Tensor) -> torch.Tensor:
-    """Inverse of rigid transforms ``[R | t]`` given as ``[..., 3, 4]`` or ``[..., 4, 4]`` (same shape out)."""
-    r, t = m[..., :3, :3], m[..., :3, 3:]
-    rt = r.transpose(-1, -2)
-    out = torch.cat([rt, -rt @ t], dim=-1)
-    if m.shape[-2] == 4:
-        out = torch.cat([out, m[..., 3:, :]], dim=-2)
-    return out
 
 
 def pose_encoding_to_cameras(pose: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,6 +184,70 @@ def _take_views(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass
+class DA3Output:
+    """Raw network output for ``B`` scenes of ``S`` views at the network's input size ``H × W``.
+
+    Attributes:
+        depth: ``[B, S, H, W]``, larger = farther (relative; metres for the nested network).
+        confidence: ``[B, S, H, W]`` (≥ 1, any-view networks) or ``None``.
+        extrinsics: ``[B, S, 3, 4]`` world-to-camera (the reference view's camera is the world) or ``None``.
+        intrinsics: ``[B, S, 3, 3]`` in pixels of the network input, or ``None``.
+        sky: ``[B, S, H, W]`` sky score (mono / metric / nested; ≥ 0.3 counts as sky) or ``None``.
+        rays, ray_confidence: ``[B, S, 8h, 8w, 6]`` / ``[B, S, 8h, 8w]`` when asked for.
+        reference_view: ``[B]`` reference view chosen per scene, ``None`` when none was chosen.
+        scale_factor: nested network only, the factor that took the any-view depth to metres.
+    """
+
+    depth: torch.Tensor
+    confidence: torch.Tensor | None = None
+    extrinsics: torch.Tensor | None = None
+    intrinsics: torch.Tensor | None = None
+    sky: torch.Tensor | None = None
+    rays: torch.Tensor | None = None
+    ray_confidence: torch.Tensor | None = None
+    reference_view: torch.Tensor | None = None
+    scale_factor: torch.Tensor | None = None
+
+
+@dataclass
+class DA3BackboneOutput:
+    """What :class:`DA3Backbone` hands to the heads, for ``B`` scenes of ``S`` views on an ``h × w`` patch grid.
+
+    Attributes:
+        features: per layer of ``config.layers``, ``[B, S, h*w, C']`` (``C' = 2C`` with ``cat_token``:
+            raw local half, normalised global half).
+        camera_tokens: per layer ``[B, S, C']`` (before the norm); the last one feeds the camera decoder.
+        reference_view: ``[B]`` reference view chosen per scene, ``None`` when none was chosen.
+    """
+
+    features: list[torch.Tensor]
+    camera_tokens: list[torch.Tensor]
+    reference_view: torch.Tensor | None = None
+
+
+@dataclass
+class DA3HeadOutput:
+    """Per-view maps of a DA3 head for ``M`` views at the network input size ``H × W``.
+
+    Attributes:
+        depth: ``[M, H, W]``, exp of the logits (> 0, larger = farther).
+        confidence: ``[M, H, W]`` (≥ 1, DualDPT head) or ``None``.
+        sky: ``[M, H, W]`` sky score (≥ 0, mono / metric DPT head) or ``None``.
+        rays, ray_confidence: ``[M, H/14*8, W/14*8, 6]`` / ``[M, H/14*8, W/14*8]`` (DualDPT head, when asked for) or ``None``.
+    """
+
+    depth: torch.Tensor
+    confidence: torch.Tensor | None = None
+    sky: torch.Tensor | None = None
+    rays: torch.Tensor | None = None
+    ray_confidence: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------------------------
 # Modules
 
 
@@ -405,7 +286,7 @@ class DA3Backbone(DinoVisionTransformer):
         cam_token: torch.Tensor | None = None,
         ref_view_strategy: RefViewStrategy = "saddle_balanced",
         chunk: int | None = None,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+    ) -> DA3BackboneOutput:
         """Head features and camera tokens of the blocks in ``config.layers``.
 
         Args:
@@ -415,9 +296,7 @@ class DA3Backbone(DinoVisionTransformer):
             chunk: views per pass through the within-view blocks and MLPs (bounds activation memory).
 
         Returns:
-            features: per layer ``[B, S, h*w, C']`` (``C' = 2C`` with ``cat_token``: raw local half,
-            normalised global half); camera tokens: per layer ``[B, S, C']`` (before the norm);
-            the chosen reference view per scene ``[B]`` (``None`` when none was chosen).
+            a :class:`DA3BackboneOutput`: per-layer features and camera tokens, and the reference view.
         """
         cfg = self.config
         b, s, _, h, w = x.shape
@@ -459,7 +338,7 @@ class DA3Backbone(DinoVisionTransformer):
                 else:
                     feat = self.norm(out[:, :, 1:])
                 taken[i] = (feat, cam)
-        return [taken[i][0] for i in cfg.layers], [taken[i][1] for i in cfg.layers], ref
+        return DA3BackboneOutput([taken[i][0] for i in cfg.layers], [taken[i][1] for i in cfg.layers], ref)
 
 
 def _run_block(blk: Block, t: torch.Tensor, rope, chunk: int | None, across_views: bool) -> torch.Tensor:
@@ -505,17 +384,7 @@ class _DA3DPTBase(nn.Module):
 
     def __init__(self, dim_in: int, features: int, out_channels: Sequence[int], out_dim: int, dd: dict) -> None:
         super().__init__()
-        c = list(out_channels)
-        self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, 1, **dd) for oc in c)
-        self.resize_layers = nn.ModuleList([
-            nn.ConvTranspose2d(c[0], c[0], 4, stride=4, **dd),
-            nn.ConvTranspose2d(c[1], c[1], 2, stride=2, **dd),
-            nn.Identity(),
-            nn.Conv2d(c[3], c[3], 3, stride=2, padding=1, **dd),
-        ])
-        self.scratch = nn.Module()
-        for i, oc in enumerate(c, start=1):
-            setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False, **dd))
+        add_reassemble_layers(self, dim_in, features, out_channels, dd)
         self._fusion_chain(features, "", dd)
         self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1, **dd)
         self.scratch.output_conv2 = _head_conv2(features, out_dim, None, dd)
@@ -583,18 +452,18 @@ class DualDPTHead(_DA3DPTBase):
         return add_uv_position_embedding_(x, image[1] / image[0])  # x is this head's own intermediate
 
     def forward(self, feats: Sequence[torch.Tensor], grid: tuple[int, int], patch: int = 14,
-                rays: bool = False) -> dict[str, torch.Tensor]:
+                rays: bool = False) -> DA3HeadOutput:
         """Shape: four ``[M, h*w, C]`` token maps in; ``depth``, ``confidence`` ``[M, 14h, 14w]`` out
         (and with ``rays``: ``rays`` ``[M, 8h, 8w, 6]``, ``ray_confidence`` ``[M, 8h, 8w]``)."""
         image = (grid[0] * patch, grid[1] * patch)
         levels = self._levels(feats, grid, image)
         main = self._pos(self._upsample(self._fuse(levels)[-1], grid, patch), image)
         logits = self.scratch.output_conv2(main)
-        out = {"depth": logits[:, 0].exp(), "confidence": logits[:, 1].exp() + 1}
+        out = DA3HeadOutput(logits[:, 0].exp(), confidence=logits[:, 1].exp() + 1)
         if rays:
             aux = self.scratch.output_conv1_aux[-1](self._fuse(levels, "_aux")[-1])
             ray = self.scratch.output_conv2_aux[-1](self._pos(aux, image)).permute(0, 2, 3, 1)
-            out["rays"], out["ray_confidence"] = ray[..., :6], ray[..., 6].exp() + 1
+            out.rays, out.ray_confidence = ray[..., :6], ray[..., 6].exp() + 1
         return out
 
 
@@ -607,10 +476,10 @@ class MonoDPTHead(_DA3DPTBase):
         self.scratch.sky_output_conv2 = _head_conv2(features, 1, None, dd)
 
     def forward(self, feats: Sequence[torch.Tensor], grid: tuple[int, int], patch: int = 14,
-                rays: bool = False) -> dict[str, torch.Tensor]:
-        """Shape: four ``[M, h*w, C]`` token maps in; ``depth``, ``sky`` ``[M, 14h, 14w]`` out."""
+                rays: bool = False) -> DA3HeadOutput:
+        """Shape: four ``[M, h*w, C]`` token maps in; ``depth``, ``sky`` ``[M, 14h, 14w]`` out (no rays)."""
         feat = self._upsample(self._fuse(self._levels(feats, grid, (0, 0)))[-1], grid, patch)
-        return {"depth": self.scratch.output_conv2(feat)[:, 0].exp(), "sky": F.relu(self.scratch.sky_output_conv2(feat)[:, 0])}
+        return DA3HeadOutput(self.scratch.output_conv2(feat)[:, 0].exp(), sky=F.relu(self.scratch.sky_output_conv2(feat)[:, 0]))
 
 
 class CameraEncoder(nn.Module):
@@ -646,32 +515,6 @@ class CameraDecoder(nn.Module):
         """Shape: ``[B, S, C]`` -> ``[B, S, 9]``."""
         f = self.backbone(tokens)
         return torch.cat([self.fc_t(f), self.fc_qvec(f), self.fc_fov(f)], dim=-1)
-
-
-@dataclass
-class DA3Output:
-    """Raw network output for ``B`` scenes of ``S`` views at the network's input size ``H × W``.
-
-    Attributes:
-        depth: ``[B, S, H, W]``, larger = farther (relative; metres for the nested network).
-        confidence: ``[B, S, H, W]`` (≥ 1, any-view networks) or ``None``.
-        extrinsics: ``[B, S, 3, 4]`` world-to-camera (the reference view's camera is the world) or ``None``.
-        intrinsics: ``[B, S, 3, 3]`` in pixels of the network input, or ``None``.
-        sky: ``[B, S, H, W]`` sky score (mono / metric / nested; ≥ 0.3 counts as sky) or ``None``.
-        rays, ray_confidence: ``[B, S, 8h, 8w, 6]`` / ``[B, S, 8h, 8w]`` when asked for.
-        reference_view: ``[B]`` reference view chosen per scene, ``None`` when none was chosen.
-        scale_factor: nested network only, the factor that took the any-view depth to metres.
-    """
-
-    depth: torch.Tensor
-    confidence: torch.Tensor | None = None
-    extrinsics: torch.Tensor | None = None
-    intrinsics: torch.Tensor | None = None
-    sky: torch.Tensor | None = None
-    rays: torch.Tensor | None = None
-    ray_confidence: torch.Tensor | None = None
-    reference_view: torch.Tensor | None = None
-    scale_factor: torch.Tensor | None = None
 
 
 class DepthAnything3(nn.Module):
@@ -730,16 +573,22 @@ class DepthAnything3(nn.Module):
             if intrinsics is None:
                 raise ValueError("known extrinsics need intrinsics too (the camera encoder uses the field of view)")
             cam_token = self.cam_enc(extrinsics, intrinsics, (h, w))
-        feats, cams, ref = self.backbone(x, cam_token, ref_view_strategy, chunk)
+        tokens = self.backbone(x, cam_token, ref_view_strategy, chunk)
         grid = (h // p, w // p)
-        flat = [f.flatten(0, 1) for f in feats]  # [B*S, T, C']
+        flat = [f.flatten(0, 1) for f in tokens.features]  # [B*S, T, C']
         step = b * s if chunk is None else chunk
         parts = [self.head([f[i:i + step] for f in flat], grid, p, rays=rays) for i in range(0, b * s, step)]
-        maps = {k: (torch.cat([pt[k] for pt in parts]) if len(parts) > 1 else parts[0][k]).unflatten(0, (b, s)) for k in parts[0]}
-        out = DA3Output(maps["depth"], maps.get("confidence"), sky=maps.get("sky"), rays=maps.get("rays"),
-                        ray_confidence=maps.get("ray_confidence"), reference_view=ref)
+
+        def joined(name: str) -> torch.Tensor | None:  # the chunks' maps as [B, S, ...]
+            maps = [getattr(part, name) for part in parts]
+            if maps[0] is None:
+                return None
+            return (torch.cat(maps) if len(maps) > 1 else maps[0]).unflatten(0, (b, s))
+
+        out = DA3Output(joined("depth"), joined("confidence"), sky=joined("sky"), rays=joined("rays"),
+                        ray_confidence=joined("ray_confidence"), reference_view=tokens.reference_view)
         if self.config.camera:
-            out.extrinsics, out.intrinsics = pose_encoding_to_cameras(self.cam_dec(cams[-1]), (h, w))
+            out.extrinsics, out.intrinsics = pose_encoding_to_cameras(self.cam_dec(tokens.camera_tokens[-1]), (h, w))
         return out
 
 
@@ -827,10 +676,41 @@ def fill_sky(depth: torch.Tensor, sky: torch.Tensor, quantile_q: float = 0.99, m
     return out
 
 
-def create_da3_model(config: DA3Config | NestedDA3Config, *, device=None, dtype=None) -> nn.Module:
-    """Build a DA3 network (random weights; ``device="meta"`` for ``load_state_dict(assign=True)``)."""
-    if isinstance(config, NestedDA3Config):
-        return NestedDepthAnything3(config, device=device, dtype=dtype).eval()
-    if isinstance(config, DA3Config):
-        return DepthAnything3(config, device=device, dtype=dtype).eval()
-    raise TypeError(f"expected a DA3Config or NestedDA3Config, got {type(config).__name__}")
+# --------------------------------------------------------------------------------------------
+# Checkpoint converter: official DA3 keys -> this implementation's (anydepth.weights picks it from a sentinel key)
+
+#: Prefixes of the Gaussian-splatting head of DA3 GIANT, which is not built (skipped at load).
+DA3_SKIPPED_PREFIXES = ("gs_head.", "gs_adapter.", "da3.gs_head.", "da3.gs_adapter.")
+
+_DA3_SHARED_NORM = re.compile(r"^(.*head\.scratch\.output_conv2_aux)\.(\d)\.2\.(weight|bias)$")
+
+
+def convert_da3(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Depth Anything 3 ``model.safetensors`` keys (``model.`` already stripped) -> this implementation's.
+
+    * ``backbone.pretrained.*`` -> ``backbone.*`` (also under ``da3.`` / ``da3_metric.`` of the nested model);
+    * the Gaussian-splatting head of GIANT (``gs_head.*``) is dropped: it is not built;
+    * the DualDPT aux heads share one LayerNorm that files store once (``...output_conv2_aux.0.2``):
+      its tensors are filled in for all four heads so that the strict load sees every key.
+
+    Example:
+        >>> sd = convert_da3({"backbone.pretrained.cls_token": torch.zeros(1), "gs_head.x": torch.zeros(1),
+        ...                   "head.scratch.output_conv2_aux.0.2.weight": torch.ones(1)})
+        >>> sorted(sd)[:2], len(sd)
+        (['backbone.cls_token', 'head.scratch.output_conv2_aux.0.2.weight'], 5)
+    """
+    out: dict[str, torch.Tensor] = {}
+    skipped = 0
+    for k, v in sd.items():
+        if k.startswith(DA3_SKIPPED_PREFIXES):
+            skipped += 1
+            continue
+        out[k.replace("backbone.pretrained.", "backbone.", 1)] = v
+    if skipped:
+        logging.getLogger(__name__).info("skipped %d tensors of the Gaussian-splatting head (not supported)", skipped)
+    for k, v in list(out.items()):
+        m = _DA3_SHARED_NORM.match(k)
+        if m:
+            for i in range(4):
+                out.setdefault(f"{m.group(1)}.{i}.2.{m.group(3)}", v)
+    return out

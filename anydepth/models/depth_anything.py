@@ -1,80 +1,20 @@
-"""Depth Anything V1 / V2: a DINOv2 backbone and a DPT head, relative or metric."""
+"""Depth Anything V1 / V2: a DINOv2 backbone and a DPT head, relative or metric.
+
+The configuration (:class:`~anydepth.models.config.ModelConfig`) lives in :mod:`anydepth.models.config`;
+:func:`anydepth.models.create_model` builds the network from it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import re
 
 import torch
 from torch import nn
 
-from ..kinds import DISPARITY, METRIC_DEPTH, DepthKind
+from ..kinds import METRIC_DEPTH
+from .config import ModelConfig
 from .dinov2 import DinoVisionTransformer
 from .dpt import DPTHead
-
-
-@dataclass(frozen=True)
-class ArchConfig:
-    """Shape of one Depth Anything network; everything needed to build it, nothing about weights."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    features: int
-    out_channels: tuple[int, int, int, int]
-    mlp_ratio: float = 4.0
-    ffn: str = "mlp"
-    patch_size: int = 14
-    pos_grid: int = 37
-
-    @property
-    def image_size(self) -> int:
-        """Side in pixels the position embedding was trained at (518 for the released models)."""
-        return self.pos_grid * self.patch_size
-
-
-# Released encoder sizes (REFERENCE.md §2). Heads are 64 wide in every DINOv2 size.
-ARCHS: dict[str, ArchConfig] = {
-    "vits": ArchConfig(384, 12, 6, 64, (48, 96, 192, 384)),
-    "vitb": ArchConfig(768, 12, 12, 128, (96, 192, 384, 768)),
-    "vitl": ArchConfig(1024, 24, 16, 256, (256, 512, 1024, 1024)),
-    "vitg": ArchConfig(1536, 40, 24, 384, (1536, 1536, 1536, 1536), ffn="swiglu"),
-}
-
-_V2_LAYERS = {12: (2, 5, 8, 11), 24: (4, 11, 17, 23), 40: (9, 19, 29, 39)}
-
-
-def layer_indices(family: str, depth: int) -> tuple[int, ...]:
-    """Blocks whose outputs feed the DPT head: V1 takes the last four, V2 spreads them out."""
-    if family == "v1":
-        return tuple(range(depth - 4, depth))
-    if family == "v2":
-        # Non-released depths (tiny test models) spread the taps evenly like the released ones.
-        return _V2_LAYERS.get(depth, tuple(round((i + 1) * depth / 4) - 1 for i in range(4)))
-    raise ValueError(f"unknown Depth Anything family {family!r}; expected 'v1' or 'v2'")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """A buildable Depth Anything network: architecture, which blocks feed the head, what it outputs."""
-
-    arch: ArchConfig
-    layers: tuple[int, ...]
-    kind: DepthKind = DISPARITY
-    max_depth: float | None = None
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    name: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if self.kind not in (DISPARITY, METRIC_DEPTH):
-            raise ValueError(f"V1/V2 networks output 'disparity' or 'metric_depth', not {self.kind!r}")
-        if self.kind == METRIC_DEPTH and not (self.max_depth and self.max_depth > 0):
-            raise ValueError("a metric model needs max_depth in metres (20 for indoor/Hypersim, 80 for outdoor/VKITTI)")
-        if len(self.layers) != 4 or not all(0 <= i < self.arch.depth for i in self.layers):
-            raise ValueError(f"layers must be four block indices below {self.arch.depth}, got {self.layers}")
-
-    def with_output(self, kind: DepthKind, max_depth: float | None = None) -> "ModelConfig":
-        return replace(self, kind=kind, max_depth=max_depth if kind == METRIC_DEPTH else None)
 
 
 class DepthAnything(nn.Module):
@@ -102,13 +42,93 @@ class DepthAnything(nn.Module):
         return out  # the head already ends in ReLU; the original's second ReLU is a no-op
 
 
-def create_model(config: ModelConfig, *, device=None, dtype=None) -> DepthAnything:
-    """The only constructor. ``device="meta"`` builds without memory for ``load_state_dict(assign=True)``.
+# --------------------------------------------------------------------------------------------
+# Checkpoint converters: foreign key layouts -> this network's names (the original release's).
+# Each is pure (a new dict, tensors shared); anydepth.weights picks one from a sentinel key.
 
-    A :class:`~anydepth.models.da3.DA3Config` / ``NestedDA3Config`` builds a Depth Anything 3 network.
+_HF_RENAMES = [
+    (r"backbone\.embeddings\.cls_token", "pretrained.cls_token"),
+    (r"backbone\.embeddings\.mask_token", "pretrained.mask_token"),
+    (r"backbone\.embeddings\.position_embeddings", "pretrained.pos_embed"),
+    (r"backbone\.embeddings\.patch_embeddings\.projection\.", "pretrained.patch_embed.proj."),
+    (r"backbone\.layernorm\.", "pretrained.norm."),
+    (r"backbone\.encoder\.layer\.(\d+)\.(attention\.output\.dense|attention\.o_proj)\.", r"pretrained.blocks.\1.attn.proj."),
+    (r"backbone\.encoder\.layer\.(\d+)\.layer_scale(\d)\.lambda1", r"pretrained.blocks.\1.ls\2.gamma"),
+    (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"pretrained.blocks.\1.mlp.w12."),
+    (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_out\.", r"pretrained.blocks.\1.mlp.w3."),
+    (r"backbone\.encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"pretrained.blocks.\1.\2."),
+    (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"depth_head.projects.\1."),
+    (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"depth_head.resize_layers.\1."),
+    (r"head\.conv1\.", "depth_head.scratch.output_conv1."),
+    (r"head\.conv2\.", "depth_head.scratch.output_conv2.0."),
+    (r"head\.conv3\.", "depth_head.scratch.output_conv2.2."),
+]
+_HF_QKV = re.compile(r"backbone\.encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
+
+
+def convert_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers ``DepthAnythingForDepthEstimation`` keys (every ``-hf`` repo) -> original keys.
+
+    Accepts the published attention names (``attention.attention.query``, ``attention.output.dense``)
+    and the names transformers ≥ 5 uses in memory (``attention.q_proj`` ... ``attention.o_proj``);
+    separate q/k/v are concatenated into ``attn.qkv``. Unknown keys are kept for the strict load to report.
+
+    Example:
+        >>> sorted(convert_hf({"head.conv3.bias": torch.zeros(1), "neck.convs.0.weight": torch.zeros(1)}))
+        ['depth_head.scratch.layer1_rn.weight', 'depth_head.scratch.output_conv2.2.bias']
     """
-    if not isinstance(config, ModelConfig):
-        from .da3 import create_da3_model
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        m = _HF_QKV.match(k)
+        if m:
+            which = {"query": "q", "key": "k", "value": "v"}.get(m.group(2) or "", m.group(3))
+            qkv.setdefault((int(m.group(1)), m.group(4)), {})[which] = v
+            continue
+        m = re.match(r"neck\.convs\.(\d)\.(.*)", k)
+        if m:
+            out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
+            continue
+        m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.*)", k)
+        if m:  # transformers counts fusion stages from the deepest; the original names them refinenet4..1
+            rest = (m.group(2).replace("projection.", "out_conv.").replace("residual_layer", "resConfUnit")
+                    .replace("convolution", "conv"))
+            out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
+            continue
+        for pattern, repl in _HF_RENAMES:
+            new, n = re.subn("^" + pattern, repl, k)
+            if n:
+                out[new] = v
+                break
+        else:
+            out[k] = v
+    for (layer, param), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            for which, t in parts.items():  # incomplete: keep under a name the strict load will report
+                out[f"backbone.encoder.layer.{layer}.attention.{which}.{param}"] = t
+            continue
+        out[f"pretrained.blocks.{layer}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
+    return out
 
-        return create_da3_model(config, device=device, dtype=dtype)
-    return DepthAnything(config, device=device, dtype=dtype).eval()
+
+_CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
+
+
+def convert_distill(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Distill-Any-Depth training-code keys -> original keys.
+
+    The authors' code names the DINOv2 ``backbone`` (not ``pretrained``) and builds ViT-L with chunked
+    blocks: block ``N`` is stored as ``backbone.blocks.C.N.*``, ``N`` counting from the first block of
+    the network (DINOv2 pads each chunk with identities), so dropping the chunk index ``C`` gives the
+    plain ``blocks.N``. Head keys (``depth_head.*``) are already the original ones.
+
+    Example:
+        >>> sorted(convert_distill({"backbone.blocks.0.7.ls1.gamma": torch.ones(1), "backbone.blocks.3.norm1.bias": torch.ones(1)}))
+        ['pretrained.blocks.3.norm1.bias', 'pretrained.blocks.7.ls1.gamma']
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.startswith("backbone."):
+            k = "pretrained." + _CHUNKED_BLOCK.sub(r"blocks.\1.", k[len("backbone."):])
+        out[k] = v
+    return out

@@ -5,7 +5,7 @@ Names follow the original ``depth_head.*`` layout so original checkpoints load u
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,9 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        # The inner ReLU works in place on conv1's fresh output (x itself is needed for the residual): at
+        # full resolution these maps are hundreds of MB, and an extra copy costs memory bandwidth.
+        return self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True)).add_(x)
 
 
 class FeatureFusionBlock(nn.Module):
@@ -35,13 +37,33 @@ class FeatureFusionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size: Sequence[int] | None = None) -> torch.Tensor:
         if skip is not None:
-            x = x + self.resConfUnit1(skip)
+            x = self.resConfUnit1(skip).add_(x)  # a fresh map: add in place, same sum
         x = self.resConfUnit2(x)
         if size is None:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
         else:
             x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
         return self.out_conv(x)
+
+
+def add_reassemble_layers(head: nn.Module, in_channels: int, features: int, out_channels: Sequence[int],
+                          dd: dict) -> None:
+    """Give ``head`` the DPT reassemble stage under the original names (V1/V2 and DA3 heads share it).
+
+    ``projects.N`` (1×1 to each level's width), ``resize_layers.N`` (×4, ×2, ×1, ×½ of the patch grid) and
+    ``scratch.layerN_rn`` (3×3 to the fusion width) for the four levels; ``head.scratch`` is created here.
+    """
+    c = list(out_channels)
+    head.projects = nn.ModuleList(nn.Conv2d(in_channels, oc, 1, **dd) for oc in c)
+    head.resize_layers = nn.ModuleList([
+        nn.ConvTranspose2d(c[0], c[0], 4, stride=4, **dd),
+        nn.ConvTranspose2d(c[1], c[1], 2, stride=2, **dd),
+        nn.Identity(),
+        nn.Conv2d(c[3], c[3], 3, stride=2, padding=1, **dd),
+    ])
+    head.scratch = nn.Module()
+    for i, oc in enumerate(c, start=1):
+        setattr(head.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False, **dd))
 
 
 class DPTHead(nn.Module):
@@ -66,19 +88,7 @@ class DPTHead(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        c = list(out_channels)
-        self.projects = nn.ModuleList(nn.Conv2d(in_channels, oc, 1, **dd) for oc in c)
-        self.resize_layers = nn.ModuleList(
-            [
-                nn.ConvTranspose2d(c[0], c[0], 4, stride=4, **dd),
-                nn.ConvTranspose2d(c[1], c[1], 2, stride=2, **dd),
-                nn.Identity(),
-                nn.Conv2d(c[3], c[3], 3, stride=2, padding=1, **dd),
-            ]
-        )
-        self.scratch = nn.Module()
-        for i, oc in enumerate(c, start=1):
-            setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False, **dd))
+        add_reassemble_layers(self, in_channels, features, out_channels, dd)
         for i in range(1, 5):
             setattr(self.scratch, f"refinenet{i}", FeatureFusionBlock(features, **dd))
         head_hidden = 32
@@ -86,25 +96,56 @@ class DPTHead(nn.Module):
         activation = {"relu": nn.ReLU(), "sigmoid": nn.Sigmoid()}[output_activation]
         self.scratch.output_conv2 = nn.Sequential(
             nn.Conv2d(features // 2, head_hidden, 3, padding=1, **dd),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),  # on the conv's own output, the largest map of the network
             nn.Conv2d(head_hidden, 1, 1, **dd),
             activation,
         )
 
-    def forward(self, features: Sequence[torch.Tensor], patch_size: int = 14) -> torch.Tensor:
-        """Shape: four ``[B, C, h, w]`` maps in, ``[B, 1, h * patch, w * patch]`` out."""
+    def forward(self, features: Sequence[torch.Tensor], patch_size: int = 14, *, mix: Mix | None = None,
+                chunk: int | None = None) -> torch.Tensor:
+        """Shape: four ``[B, C, h, w]`` maps in, ``[B, 1, h * patch, w * patch]`` out.
+
+        Args:
+            features: the backbone taps, shallowest first.
+            patch_size: pixels per token side.
+            mix: extension point of the video model (:mod:`anydepth.models.video_depth_anything`): called as
+                ``mix(i, x)`` at four points and continued with what it returns: ``i = 0, 1`` on the third and
+                fourth reassembled maps (before their ``layerN_rn`` conv), ``i = 2`` after ``refinenet4``,
+                ``i = 3`` after ``refinenet3``. ``None`` (V1/V2) changes nothing.
+            chunk: run the full-resolution stages (``refinenet2`` on) ``chunk`` images at a time: the same
+                numbers with a lower peak memory for large batches (video windows). ``None``: all at once.
+        """
         gh, gw = features[0].shape[-2:]
         s = self.scratch
         l1, l2, l3, l4 = (
-            rn(resize(project(f)))
-            for f, project, resize, rn in zip(
+            rn(_mixed(mix, i - 2, resize(project(f))))
+            for i, (f, project, resize, rn) in enumerate(zip(
                 features, self.projects, self.resize_layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn)
-            )
+            ))
         )
-        path = s.refinenet4(l4, size=l3.shape[2:])
-        path = s.refinenet3(path, l3, size=l2.shape[2:])
+        path = _mixed(mix, 2, s.refinenet4(l4, size=l3.shape[2:]))
+        path = _mixed(mix, 3, s.refinenet3(path, l3, size=l2.shape[2:]))
+        out_size = (gh * patch_size, gw * patch_size)
+        step = path.shape[0] if chunk is None else chunk
+        if step >= path.shape[0]:
+            return self._fine(path, l2, l1, out_size)
+        return torch.cat([self._fine(path[i:i + step], l2[i:i + step], l1[i:i + step], out_size)
+                          for i in range(0, path.shape[0], step)])
+
+    def _fine(self, path: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """The full-resolution stages: fuse the two shallowest levels, upsample to ``out_size``, predict."""
+        s = self.scratch
         path = s.refinenet2(path, l2, size=l1.shape[2:])
         path = s.refinenet1(path, l1)
         out = s.output_conv1(path)
-        out = F.interpolate(out, (gh * patch_size, gw * patch_size), mode="bilinear", align_corners=True)
+        out = F.interpolate(out, out_size, mode="bilinear", align_corners=True)
         return s.output_conv2(out)
+
+
+#: ``mix(i, x) -> x``: what :meth:`DPTHead.forward` calls at its four extension points.
+Mix = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def _mixed(mix: Mix | None, i: int, x: torch.Tensor) -> torch.Tensor:
+    """``mix(i, x)`` for the points ``i >= 0``; ``x`` unchanged without a hook (or for the shallow levels, ``i < 0``)."""
+    return x if mix is None or i < 0 else mix(i, x)
