@@ -10,11 +10,17 @@ does, on batched tensors:
    fed to the camera encoder;
 3. the network sees all views of the scene at once (any-view and nested models) or each view alone
    (mono / metric models); with ≥ 3 views and no known poses it picks a reference view itself;
+   Views whose network sizes differ are centre-cropped to the smallest height and width, as the official
+   preprocessing does (the pixels outside a crop were not seen: their depth repeats the crop's edge);
 4. outputs: mono / metric sky pixels get the 99th percentile depth of their view; DA3METRIC becomes
    metres with the focal length (``depth × focal / 300``) when intrinsics are known; with known poses the
-   depth is rescaled to their units (Umeyama similarity between predicted and given cameras) and the
-   given cameras are returned;
+   depth is rescaled to their units (a similarity between predicted and given camera centres: Umeyama, or
+   RANSAC over Umeyama fits from 10 views on, as :func:`align_poses` does) and the given cameras are returned;
 5. depth and confidence are resized back to each input's size, and intrinsics rescaled with them.
+
+Cameras come from the camera decoder or, with ``pose_method="ray_pose"``, from the ray branch (the
+official ``use_ray_pose``); GIANT files can also return 3D Gaussians (``gaussians=True``, see
+:mod:`anydepth.gaussians`).
 
 Memory: the backbone holds every view's tokens at once (cross-view attention); the per-view parts
 (within-view blocks, MLPs, the DPT head) run ``chunk`` views at a time. See the README for figures.
@@ -41,10 +47,12 @@ from .kinds import DEPTH, METRIC_DEPTH, UNITS, DepthKind
 from .memory import (MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
                      retry_halving_on_oom, run_in_batches)
 from .models.da3 import (
+    POSE_METHODS,
     REF_VIEW_STRATEGIES,
     DA3Output,
     DepthAnything3,
     NestedDepthAnything3,
+    check_pose_method,
     fill_sky,
     scale_metric_depth,
 )
@@ -53,6 +61,7 @@ from .preprocess import (ImageInput, capped_size, check_max_tokens, resize_depth
 
 if TYPE_CHECKING:
     from .estimator import DepthResult
+    from .gaussians import Gaussians
     from .geometry import PointCloud
 
 log = logging.getLogger(__name__)
@@ -61,15 +70,21 @@ ProgressCallback = Callable[[int, int], None]
 PROCESS_RES_METHODS = ("upper_bound_resize", "lower_bound_resize")
 DEFAULT_DA3_MODEL = "da3-small"
 
+#: Known poses are aligned to the predicted ones by RANSAC from this many views on (official threshold).
+RANSAC_MIN_VIEWS = 10
+
 __all__ = [
     "AnyViewEstimator",
     "GeometryResult",
+    "POSE_METHODS",
+    "align_poses",
     "area_resize",
     "da3_network_size",
     "da3_processed_size",
     "normalize_extrinsics",
     "prepare_views",
     "resize_views",
+    "view_layouts",
     "umeyama_sim3",
 ]
 
@@ -188,6 +203,66 @@ def prepare_views(images: torch.Tensor, size: tuple[int, int], mean: Sequence[fl
     return _normalize(resize_views(images, size, process_res=process_res, method=method), mean, std, dtype)
 
 
+@dataclass(frozen=True)
+class ViewLayout:
+    """Where a view's network input comes from: its own network size and the centre crop taken of it.
+
+    Attributes:
+        own: ``(h, w)`` the view's own network size (the official two-step resize of its input).
+        crop: ``(top, left)`` of the crop, in pixels of ``own``; ``(0, 0)`` when the view is used whole.
+    """
+
+    own: tuple[int, int]
+    crop: tuple[int, int] = (0, 0)
+
+
+def view_layouts(sizes: Sequence[tuple[int, int]], process_res: int = 504, method: str = "upper_bound_resize",
+                 max_tokens: int = 0) -> tuple[tuple[int, int], list[ViewLayout]]:
+    """The scene's network size and each view's layout, as the official preprocessing batches views of mixed sizes.
+
+    Every view is resized to its own network size (:func:`da3_network_size`); when these differ, each is
+    centre-cropped to the smallest height and the smallest width (``top = (h - h_min) // 2``; the official
+    ``InputProcessor._unify_batch_shapes``), never resized to another view's aspect ratio.
+
+    Returns:
+        ``(h, w)`` of the network input, and one :class:`ViewLayout` per view.
+
+    Example:
+        >>> view_layouts([(480, 640), (640, 480)])
+        ((378, 378), [ViewLayout(own=(378, 504), crop=(0, 63)), ViewLayout(own=(504, 378), crop=(63, 0))])
+    """
+    own = [da3_network_size(h, w, process_res, method, max_tokens) for h, w in sizes]
+    size = (min(h for h, _ in own), min(w for _, w in own))
+    return size, [ViewLayout(o, ((o[0] - size[0]) // 2, (o[1] - size[1]) // 2)) for o in own]
+
+
+def _crop(x: torch.Tensor, layout: ViewLayout, size: tuple[int, int]) -> torch.Tensor:
+    top, left = layout.crop
+    return x[..., top:top + size[0], left:left + size[1]]
+
+
+def _to_input_size(m: torch.Tensor, in_size: tuple[int, int], layout: ViewLayout, size: tuple[int, int]) -> torch.Tensor:
+    """A network-size map ``[h, w]`` back at its input's size ``[H, W]``.
+
+    A cropped view's map is resized onto the input region the crop covers; the pixels outside it (never
+    seen by the network) repeat the region's edge.
+    """
+    if layout.own == tuple(size):
+        return resize_depth(m[None], in_size)[0]
+    r0, c0, h, w = _input_region(in_size, layout, size)
+    inner = resize_depth(m[None], (h, w))
+    return F.pad(inner[None], (c0, in_size[1] - c0 - w, r0, in_size[0] - r0 - h), mode="replicate")[0, 0]
+
+
+def _input_region(in_size: tuple[int, int], layout: ViewLayout, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` in input pixels of what the network saw of a view (see :func:`_to_input_size`)."""
+    (big_h, big_w), (oh, ow), (top, left) = in_size, layout.own, layout.crop
+    r0, c0 = round(top * big_h / oh), round(left * big_w / ow)
+    r1 = max(r0 + 1, round((top + size[0]) * big_h / oh))
+    c1 = max(c0 + 1, round((left + size[1]) * big_w / ow))
+    return r0, c0, r1 - r0, c1 - c0
+
+
 def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -223,6 +298,57 @@ def normalize_extrinsics(extrinsics: torch.Tensor) -> torch.Tensor:
     dist = torch.linalg.inv(norm)[:, :3, 3].norm(dim=-1)
     norm[:, :3, 3] = norm[:, :3, 3] / torch.median(dist).clamp_min(0.1)
     return norm
+
+
+def _umeyama_or_none(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """:func:`umeyama_sim3`, or ``None`` where the official alignment's Umeyama refuses: a cross-covariance of
+    rank below 2 (collinear or coincident centres)."""
+    xs, xd = src.double() - src.double().mean(0), dst.double() - dst.double().mean(0)
+    if int(torch.linalg.matrix_rank(xd.T @ xs / src.shape[0])) < 2:
+        return None
+    return umeyama_sim3(src, dst)
+
+
+def align_poses(predicted: torch.Tensor, given: torch.Tensor, *, ransac: bool | None = None, seed: int | None = 42,
+                iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Similarity ``(R, t, s)`` with predicted camera centres ``≈ s R given + t`` (the official known-pose alignment).
+
+    Without RANSAC: Umeyama on all camera centres. With RANSAC (default from :data:`RANSAC_MIN_VIEWS` = 10
+    views on): the official loop — a first Umeyama fit on all views sets the inlier distance (the median,
+    over the given cameras so aligned, of the distance to the nearest predicted centre); ``iterations``
+    fits on random subsets of ``max(3, ⌈N/2⌉)`` views (NumPy's ``default_rng(seed)``, as the official code
+    with seed 42) each count the views within that distance of their own predicted centre; the fit with
+    the most inliers (then the lowest mean error) wins and is refitted on its inliers (≥ 3). So a few
+    views with wrong predicted (or given) poses do not bend the scale.
+
+    Shape: predicted, given ``[N, 3|4, 4]`` world-to-camera -> ``[3, 3]``, ``[3]``, float (float64).
+    """
+    ref, est = camera_centers(predicted.double().cpu()), camera_centers(given.double().cpu())
+    n = ref.shape[0]
+    if ransac is None:
+        ransac = n >= RANSAC_MIN_VIEWS
+    r, t, s = umeyama_sim3(est, ref)
+    if not ransac or n < 3:
+        return r, t, s
+    moved = s * est @ r.T + t
+    nearest = (moved[:, None] - ref[None]).norm(dim=-1).min(1).values
+    threshold = float(np.median(nearest.numpy()))  # NumPy's median: the mean of the middle two for even N
+    rng = np.random.default_rng(seed)
+    best, best_inliers, best_score = (r, t, s), None, (-1, float("inf"))
+    for _ in range(iterations):
+        sample = torch.from_numpy(rng.choice(np.arange(n), size=max(3, (n + 1) // 2), replace=False))
+        fit = _umeyama_or_none(est[sample], ref[sample])
+        if fit is None:
+            continue
+        err = (fit[2] * est @ fit[0].T + fit[1] - ref).norm(dim=-1)
+        inliers = err <= threshold
+        k = int(inliers.sum())
+        score = (k, float(err[inliers].mean()) if k else float("inf"))
+        if score[0] > best_score[0] or (score[0] == best_score[0] and score[1] < best_score[1]):
+            best, best_inliers, best_score = fit, inliers, score
+    if best_inliers is not None and int(best_inliers.sum()) >= 3:
+        return umeyama_sim3(est[best_inliers], ref[best_inliers])
+    return best
 
 
 def umeyama_sim3(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -276,6 +402,11 @@ class GeometryResult:
         scale_factor: nested models: any-view -> metres; with known poses: prediction units per pose unit.
         model_name: catalogue name or file of the model.
         notes: anything the caller should know (e.g. metric model without intrinsics).
+        view_regions: per view ``(top, left, height, width)`` of the input region the network saw, in input
+            pixels, when views of different sizes were centre-cropped (else ``None``: every view seen whole).
+        gaussians: 3D Gaussians, one per pixel of ``processed_size`` per view (``[N, h, w]``), in the frame and
+            units of ``extrinsics`` (``gaussians=True`` with a GIANT model), else ``None``.
+        pose_method: ``"cam_dec"`` or ``"ray_pose"``: where predicted cameras came from.
     """
 
     depth: torch.Tensor | list[torch.Tensor]
@@ -295,6 +426,9 @@ class GeometryResult:
     reference_view: int | None = None
     scale_factor: float | None = None
     notes: list[str] = field(default_factory=list)
+    view_regions: list[tuple[int, int, int, int]] | None = None
+    gaussians: Gaussians | None = None
+    pose_method: str = "cam_dec"
 
     @property
     def units(self) -> str:
@@ -329,6 +463,19 @@ class GeometryResult:
             raise ValueError("this result has no cameras: use an any-view DA3 model, or pass intrinsics and extrinsics")
         return fuse_point_cloud(self.processed_depth, self.processed_intrinsics, self.extrinsics, self.processed_images,
                                 self.processed_confidence, sky=self.processed_sky, **kwargs)
+
+    def save_gaussians(self, path, **kwargs) -> int:
+        """Write :attr:`gaussians` as a 3DGS PLY with the official export filters; returns the number written.
+
+        Keyword arguments go to :func:`anydepth.gaussians.save_gaussian_ply` (``trim_border``, ``depth_quantile``,
+        ``views_every``, ``sh_dc_only``); the depth filter uses :attr:`processed_depth`.
+        """
+        from .gaussians import save_gaussian_ply
+
+        if self.gaussians is None:
+            raise ValueError("this result has no Gaussians: estimate with gaussians=True and a DA3 GIANT model "
+                             "(da3-giant-1.1, da3nested-giant-large-1.1)")
+        return save_gaussian_ply(path, self.gaussians, self.processed_depth, **kwargs)
 
     def frusta(self, scale: float | None = None) -> torch.Tensor:
         """Camera wire frames ``[N, 8, 2, 3]``; ``scale`` defaults to 3 % of the point cloud's extent."""
@@ -398,7 +545,8 @@ class AnyViewEstimator:
         else:
             name = str(model)
             if name in VARIANTS and VARIANTS[name].family != "da3":
-                raise ValueError(f"{name} is a Depth Anything {VARIANTS[name].family.upper()} model; use DepthEstimator, "
+                user = "VideoDepthEstimator" if VARIANTS[name].family == "vda" else "DepthEstimator"
+                raise ValueError(f"{name} is a Depth Anything {VARIANTS[name].family.upper()} model; use {user}, "
                                  "or pick a DA3 model (da3-small, da3-base, da3-large-1.1, da3mono-large, ...)")
             from .weights import load_model
 
@@ -426,6 +574,12 @@ class AnyViewEstimator:
         return bool(self.config.anyview)
 
     @property
+    def has_gaussian_head(self) -> bool:
+        """The network carries DA3-GIANT's Gaussian-splatting head (``estimate(gaussians=True)`` works)."""
+        net = self.model.da3 if isinstance(self.model, NestedDepthAnything3) else self.model
+        return getattr(net, "gs_head", None) is not None
+
+    @property
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
@@ -446,6 +600,9 @@ class AnyViewEstimator:
         align_to_input_scale: bool = True,
         callback: ProgressCallback | None = None,
         max_tokens: int | None = None,
+        pose_method: str = "cam_dec",
+        gaussians: bool = False,
+        seed: int | None = 0,
     ) -> GeometryResult:
         """Depth, confidence and cameras for ``images`` (one scene of N views).
 
@@ -461,6 +618,11 @@ class AnyViewEstimator:
                 (official default); ``False`` keeps the prediction's frame and maps the given cameras into it.
             callback: ``callback(done, total)`` after each forward pass.
             max_tokens: override the estimator's ``max_tokens`` for this call.
+            pose_method: ``"cam_dec"`` (the camera decoder, official default) or ``"ray_pose"`` (cameras solved
+                from the ray branch by weighted RANSAC, the official ``use_ray_pose``; any-view models only).
+            gaussians: also return 3D Gaussians (:attr:`GeometryResult.gaussians`; DA3-GIANT and nested GIANT models).
+            seed: seed of the ray-pose RANSAC samples (same result for the same input); ``None`` draws from
+                torch's global generator, as the official code (then ``torch.manual_seed(s)`` reproduces it).
 
         Raises:
             InsufficientMemoryError: on the CPU, when the scene does not fit the host memory even one view per
@@ -468,41 +630,61 @@ class AnyViewEstimator:
         """
         if ref_view_strategy not in REF_VIEW_STRATEGIES:
             raise ValueError(f"unknown ref_view_strategy {ref_view_strategy!r}; expected one of {', '.join(REF_VIEW_STRATEGIES)}")
+        check_pose_method(pose_method, self.config)
+        if gaussians and not self.has_gaussian_head:
+            raise ValueError(f"{self.model_name} has no Gaussian-splatting head: 3D Gaussians need a DA3 GIANT model "
+                             "(da3-giant-1.1, da3-giant, da3nested-giant-large-1.1)")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         process_res = process_res or self.process_res
         tensors = to_tensor_list(images)
         sizes = [tuple(t.shape[-2:]) for t in tensors for _ in range(t.shape[0])]
         n = len(sizes)
         budget = resolve_max_tokens(self.max_tokens if max_tokens is None else max_tokens, process_res)
-        size = da3_network_size(*sizes[0], process_res, self.process_res_method, budget)
-        warn_capped([(sizes[0], da3_processed_size(*sizes[0], process_res, self.process_res_method)[1], size)], budget)
-        if any(da3_network_size(*s, process_res, self.process_res_method, budget) != size for s in sizes):
-            log.warning("views of different shapes: all are resized to %s×%s (the first view's network size)", size[1], size[0])
+        size, layouts = view_layouts(sizes, process_res, self.process_res_method, budget)
+        distinct = {s: lay.own for s, lay in zip(sizes, layouts)}
+        warn_capped([(s, da3_processed_size(*s, process_res, self.process_res_method)[1], own) for s, own in distinct.items()],
+                    budget)
+        if len({lay.own for lay in layouts}) > 1:
+            log.warning("views of different network sizes (%s): each centre-cropped to %s×%s as the official preprocessing "
+                        "does", ", ".join(sorted({f"{w}×{h}" for h, w in (lay.own for lay in layouts)})), size[1], size[0])
         ext_in = _check_cameras(extrinsics, n, "extrinsics", ((3, 4), (4, 4)))
         k_in = _check_cameras(intrinsics, n, "intrinsics", ((3, 3),))
         k_proc = None
-        if k_in is not None:
-            scale = torch.tensor([[size[1] / w, size[0] / h, 1.0] for h, w in sizes], dtype=torch.float64)
-            k_proc = k_in * scale[:, :, None]  # rows: fx, cx by the width ratio; fy, cy by the height ratio
+        if k_in is not None:  # fx, cx by the width ratio, fy, cy by the height ratio; then the crop moves the centre
+            scale = torch.tensor([[lay.own[1] / w, lay.own[0] / h, 1.0] for (h, w), lay in zip(sizes, layouts)], dtype=torch.float64)
+            k_proc = k_in * scale[:, :, None]
+            k_proc[:, 0, 2] -= torch.tensor([float(lay.crop[1]) for lay in layouts], dtype=torch.float64)
+            k_proc[:, 1, 2] -= torch.tensor([float(lay.crop[0]) for lay in layouts], dtype=torch.float64)
 
         device = self.policy.acquire(self.model, self.memory_required(n, size))
         try:
             self.policy.check_interrupt()
             per_pass = self._fit_memory(n, size, sizes[0], device)  # before anything of the size of the pass exists
             cfg = self.config
-            seen = torch.cat([resize_views(part.to(device), size, process_res=process_res, method=self.process_res_method)
-                              for t in tensors for part in t.split(8)])  # a few views at a time at input size
+            seen, first = [], 0
+            for t in tensors:
+                for part in t.split(8):  # a few views at a time at input size (views of one tensor share a layout)
+                    lay = layouts[first]
+                    first += part.shape[0]
+                    seen.append(_crop(resize_views(part.to(device), lay.own, process_res=process_res,
+                                                   method=self.process_res_method), lay, size))
+            seen = torch.cat(seen)
             x = _normalize(seen, cfg.mean, cfg.std, self.dtype)
             seen = seen.to(self.output_device)
             with interrupt_checks(self.model, self.policy.check_interrupt):  # between blocks and chunks of views
                 if self.anyview:
-                    out = self._run_scene(x, ext_in, k_proc, ref_view_strategy, device, size, per_pass)
+                    out = self._run_scene(x, ext_in, k_proc, ref_view_strategy, device, size, per_pass,
+                                          pose_method=pose_method, gaussians=gaussians, seed=seed)
                     if callback is not None:
                         callback(n, n)
                 else:
                     out = self._run_independent(x, device, size, callback, per_pass)
         finally:
             self.policy.release(self.model)
-        return self._finish(out, seen, sizes, size, ext_in, k_in, k_proc, align_to_input_scale)
+        res = self._finish(out, seen, sizes, size, layouts, ext_in, k_in, k_proc, align_to_input_scale)
+        res.pose_method = pose_method
+        return res
 
     __call__ = estimate
 
@@ -524,16 +706,23 @@ class AnyViewEstimator:
         need = lambda batch: estimate_activation_bytes(self.config, batch, size, self.dtype, self.chunk)  # noqa: E731
         return fit_batch(min(self.batch_size, n), need, free, refuse=refuse, what=shape, advice=advice)
 
-    def _run_scene(self, x, ext_in, k_proc, strategy, device, size, chunk: int) -> DA3Output:
+    def _run_scene(self, x, ext_in, k_proc, strategy, device, size, chunk: int, *, pose_method: str = "cam_dec",
+                   gaussians: bool = False, seed: int | None = 0) -> DA3Output:
         ext_t = k_t = None
         if ext_in is not None:
             if k_proc is None:
                 raise ValueError("known extrinsics need intrinsics too (the camera encoder needs the field of view); pass intrinsics=")
             ext_t = normalize_extrinsics(ext_in).float().to(device)[None]
             k_t = k_proc.float().to(device)[None]
+
+        def run(chunk: int | None) -> DA3Output:  # a fresh generator per try: a retry after OOM draws the same samples
+            gen = None if seed is None else torch.Generator().manual_seed(seed)
+            return self.model(x[None], ext_t, k_t, ref_view_strategy=strategy, chunk=chunk, pose_method=pose_method,
+                              gaussians=gaussians, generator=gen)
+
         # chunk=None (all views at once) runs the same code as chunk = number of views
         out, _ = retry_halving_on_oom(
-            lambda chunk: self.model(x[None], ext_t, k_t, ref_view_strategy=strategy, chunk=chunk),
+            run,
             chunk, self.policy, unit="views per chunk",
             message=f"out of memory on {device} with {x.shape[0]} views at {size[1]}×{size[0]} even one view at a time; "
                     "use fewer views, a lower process_res, dtype fp16/bf16, or free memory used by other models")
@@ -555,7 +744,20 @@ class AnyViewEstimator:
 
     # -- outputs ------------------------------------------------------------------------------
 
-    def _finish(self, out: DA3Output, seen, sizes, size, ext_in, k_in, k_proc, align: bool) -> GeometryResult:
+    def _gaussians(self, out: DA3Output, scale_factor: float | None) -> Gaussians | None:
+        """World-space Gaussians of the head's output, in the frame and units of the predicted cameras."""
+        if out.gs_raw is None:
+            return None
+        from .gaussians import gaussians_from_raw
+
+        ext = out.extrinsics[0].double().clone()
+        nested = isinstance(self.model, NestedDepthAnything3)
+        if nested:  # the head works in the any-view network's units; the nested output is in metres
+            ext[:, :3, 3] /= scale_factor
+        gs = gaussians_from_raw(out.gs_raw[0], out.gs_density[0], out.gs_depth[0], ext, out.intrinsics[0])
+        return gs.transformed(scale=scale_factor) if nested else gs
+
+    def _finish(self, out: DA3Output, seen, sizes, size, layouts, ext_in, k_in, k_proc, align: bool) -> GeometryResult:
         notes: list[str] = []
         depth = out.depth[0].float()
         conf = None if out.confidence is None else out.confidence[0].float()
@@ -565,6 +767,7 @@ class AnyViewEstimator:
         kind: DepthKind = DEPTH
         scale_factor = None if out.scale_factor is None else float(out.scale_factor)
         cfg = self.config
+        gs = self._gaussians(out, scale_factor)
         if isinstance(self.model, NestedDepthAnything3):
             kind = METRIC_DEPTH
         elif cfg.sky:  # mono / metric: sky at the far end of each view, metres from the focal length
@@ -584,12 +787,14 @@ class AnyViewEstimator:
             notes.append("intrinsics without extrinsics are not used by any-view models (as in the official code); "
                          "the returned intrinsics are predicted")
         if cfg.camera and ext_in is not None:
-            # pred ≈ s·R·given + t  (official: Umeyama of the given poses onto the predicted ones)
-            r, t, s = umeyama_sim3(camera_centers(ext_in), camera_centers(ext.cpu()))
+            # pred ≈ s·R·given + t  (official: Umeyama of the given poses onto the predicted ones; RANSAC from 10 views)
+            r, t, s = align_poses(ext.cpu(), ext_in)
             if align:
                 depth = depth / s
                 ext = to_homogeneous(ext_in)[:, :3].to(depth.device)
                 scale_factor = s
+                if gs is not None:  # into the given cameras' frame: given = Rᵀ (pred - t) / s
+                    gs = gs.transformed(scale=1 / s, rotation=r.T, translation=-(r.T @ t) / s)
             else:
                 sim = torch.eye(4, dtype=torch.float64)
                 sim[:3, :3], sim[:3, 3] = s * r, t
@@ -599,25 +804,36 @@ class AnyViewEstimator:
                 ext = torch.linalg.inv(c2w_new)[:, :3].to(depth.device)
             k = k_proc.to(depth.device)
         od = self.output_device
-        h, w = size
-        uniform = len(set(sizes)) == 1
+        uniform = len(set(sizes)) == 1 and layouts[0].own == tuple(size)
+        cropped = any(lay.own != tuple(size) for lay in layouts)
+        regions = None
+        if cropped:
+            regions = [_input_region(s, lay, size) for s, lay in zip(sizes, layouts)]
+            notes.append(f"views of different sizes were centre-cropped to {size[1]}×{size[0]} network pixels as the "
+                         "official preprocessing does; outside each view's region (view_regions) the maps repeat its edge")
 
         def back(m: torch.Tensor | None):
             if m is None:
                 return None
             if uniform:
                 return resize_depth(m, sizes[0]).to(od)
-            return [resize_depth(m[i:i + 1], s)[0].to(od) for i, s in enumerate(sizes)]
+            return [_to_input_size(m[i], s, lay, size).to(od) for i, (s, lay) in enumerate(zip(sizes, layouts))]
 
         k_out = None
         if k is not None:
             if k_in is not None and (ext_in is not None or not cfg.camera):
                 k_out = k_in.float().to(od)
-            else:
-                scale = torch.tensor([[sw / w, sh / h, 1.0] for sh, sw in sizes], dtype=torch.float64, device=k.device)
-                k_out = (k * scale[:, :, None]).float().to(od)
+            else:  # undo the crop (principal point), then the resize (each view's own network size -> input size)
+                k_full = k.clone()
+                k_full[:, 0, 2] += torch.tensor([float(lay.crop[1]) for lay in layouts], dtype=k.dtype, device=k.device)
+                k_full[:, 1, 2] += torch.tensor([float(lay.crop[0]) for lay in layouts], dtype=k.dtype, device=k.device)
+                scale = torch.tensor([[sw / lay.own[1], sh / lay.own[0], 1.0] for (sh, sw), lay in zip(sizes, layouts)],
+                                     dtype=torch.float64, device=k.device)
+                k_out = (k_full * scale[:, :, None]).float().to(od)
         images = seen.permute(0, 2, 3, 1)
         ref = None if out.reference_view is None else int(out.reference_view[0])
+        if gs is not None:
+            gs = type(gs)(*(getattr(gs, f).to(od) for f in ("means", "scales", "rotations", "harmonics", "opacities")))
         return GeometryResult(
             depth=back(depth), confidence=back(conf), sky=back(sky),
             extrinsics=None if ext is None else ext.float().to(od), intrinsics=k_out, kind=kind,
@@ -625,6 +841,7 @@ class AnyViewEstimator:
             processed_confidence=None if conf is None else conf.to(od), processed_sky=None if sky is None else sky.to(od),
             processed_intrinsics=None if k is None else k.float().to(od), processed_images=images, input_sizes=list(sizes),
             model_name=self.model_name, reference_view=ref, scale_factor=scale_factor, notes=notes,
+            view_regions=regions, gaussians=gs,
         )
 
 

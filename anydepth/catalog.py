@@ -42,20 +42,26 @@ class Variant:
 
     Attributes:
         name: catalogue name, e.g. ``"v2-small"``.
-        family: ``"v1"``, ``"v2"`` (decides which blocks feed the head) or ``"da3"`` (Depth Anything 3).
+        family: ``"v1"``, ``"v2"`` (decides which blocks feed the head), ``"da3"`` (Depth Anything 3) or ``"vda"``
+            (Video Depth Anything).
         encoder: ``"vits" | "vitb" | "vitl" | "vitg"``.
         repo_id: Hugging Face repo, or ``None`` when the weights were never released.
         files: files to fetch (paths inside the repo); a ``config.json`` among them marks a folder repo.
         layout: key layout, the format :func:`anydepth.weights.detect_format` reports for the file:
             ``"original"`` (``pretrained.*`` / ``depth_head.*``), ``"hf"`` (transformers), ``"da3"``
-            (official DA3 ``model.*`` keys) or ``"distill"`` (``backbone.*``, possibly chunked blocks).
+            (official DA3 ``model.*`` keys), ``"distill"`` (``backbone.*``, possibly chunked blocks) or ``"vda"``
+            (``pretrained.*`` / ``head.*`` with ``head.motion_modules.*``).
         license: SPDX-like id; the cautious one where sources disagree.
         kind: ``"disparity"`` (relative), ``"metric_depth"`` (metres) or ``"depth"`` (DA3 relative depth).
         max_depth: metric range in metres, ``None`` for relative models.
         notes: anything a user should know before picking it.
         aliases: other file names the same weights are commonly kept under in a models folder
-            (e.g. the V1 demo Space's ``depth_anything_vitl14.pth``).
+            (e.g. the V1 demo Space's ``depth_anything_vitl14.pth``); a name may hold a sub-folder
+            (``geometry_estimation/...``: a ComfyUI ``models`` folder given as the models directory).
         license_note: where the model card, README or upstream weights disagree on the license.
+        comfy_layout: the repo is laid out like ComfyUI's ``models`` folder (the Comfy-Org repacks): its file
+            keeps its repo path under a models directory, so a download into ComfyUI's ``models`` lands where
+            core looks (``models/geometry_estimation/...``).
     """
 
     name: str
@@ -70,6 +76,7 @@ class Variant:
     notes: str = ""
     aliases: tuple[str, ...] = ()
     license_note: str = ""
+    comfy_layout: bool = False
 
     @property
     def weights_file(self) -> str | None:
@@ -95,6 +102,8 @@ class Variant:
         """
         if self.repo_id is None:
             return None
+        if self.comfy_layout:
+            return self.weights_file
         repo_name = self.repo_id.split("/")[-1]
         if self.is_directory:
             return repo_name
@@ -207,10 +216,27 @@ DA3_COMMUNITY_NAMES = {
 }
 
 
+#: ComfyUI core's repacks of the Apache-2.0 DA3 sizes (core's own key names), in ``models/geometry_estimation``.
+DA3_CORE_REPO = "Comfy-Org/Depth-Anything-3"
+DA3_CORE_FILES = {
+    "da3-small": "depth_anything_3_small.safetensors",
+    "da3-base": "depth_anything_3_base.safetensors",
+    "da3mono-large": "depth_anything_3_mono_large.safetensors",
+    "da3metric-large": "depth_anything_3_metric_large.safetensors",
+}
+#: ComfyUI's folder for core's geometry models (DA3, MoGe).
+CORE_FOLDER = "geometry_estimation"
+
+
 def _build_da3() -> dict[str, Variant]:
-    """Depth Anything 3 (``config.json`` + ``model.safetensors`` repos; names are the official ``model_name``)."""
+    """Depth Anything 3 (``config.json`` + ``model.safetensors`` repos; names are the official ``model_name``),
+    then ComfyUI core's repacks of the Apache-2.0 sizes as ``<name>-comfy``.
+
+    A file core downloaded counts as the official entry too (the same weights): ``da3-small`` resolves to
+    ``depth_anything_3_small.safetensors`` in a searched folder (or ``geometry_estimation/`` below it) before
+    anything is downloaded."""
     files = ("config.json", "model.safetensors")
-    gs = "; the Gaussian-splatting head in the file is skipped (not supported)"
+    gs = "; carries the Gaussian-splatting head (3DGS PLY: gaussians=True, --gaussians)"
     rows = [
         ("da3-small", "vits", "DA3-SMALL", APACHE, DEPTH, "any-view depth + confidence + cameras"),
         ("da3-base", "vitb", "DA3-BASE", APACHE, DEPTH, "any-view depth + confidence + cameras"),
@@ -228,15 +254,56 @@ def _build_da3() -> dict[str, Variant]:
     ]
     out = {}
     for name, enc, repo, lic, kind, notes in rows:
+        aliases: tuple[str, ...] = ()
         alias = DA3_COMMUNITY_NAMES.get(name)
         if alias:
             notes += f"; also found as {alias} (ComfyUI-DepthAnythingV3 pack)"
+            aliases += (alias,)
+        core = DA3_CORE_FILES.get(name)
+        if core:
+            notes += f"; also found as ComfyUI core's {CORE_FOLDER}/{core}"
+            aliases += (core, f"{CORE_FOLDER}/{core}")
         out[name] = Variant(name, "da3", enc, f"depth-anything/{repo}", files, "da3", lic, kind, None, notes,
-                            aliases=(alias,) if alias else ())
+                            aliases=aliases)
+    for name, core in DA3_CORE_FILES.items():
+        official = out[name]
+        out[f"{name}-comfy"] = Variant(
+            f"{name}-comfy", "da3", official.encoder, DA3_CORE_REPO, (f"{CORE_FOLDER}/{core}",), "da3", official.license,
+            official.kind, None, f"ComfyUI core's repack of {name} (its own key names; the file core's Load Depth Anything 3 "
+                                 f"reads from models/{CORE_FOLDER}): {official.notes.split(';')[0]}",
+            aliases=(core,), comfy_layout=True)
     return out
 
 
-VARIANTS: dict[str, Variant] = {**_build(), **_build_derived(), **_build_da3()}
+#: The folder the existing ComfyUI Video Depth Anything pack keeps its checkpoints in (``models/videodepthanything``).
+VDA_FOLDER = "videodepthanything"
+_VDA_METRIC_NOTE = ("the Metric-Video-Depth-Anything-Small card says apache-2.0; the Base/Large cards and the official "
+                    "README give no separate license for the metric weights, fine-tuned from the CC-BY-NC-4.0 relative "
+                    "Base/Large: the cautious value is kept")
+
+
+def _build_vda() -> dict[str, Variant]:
+    """Video Depth Anything (temporally consistent video depth; plain ``.pth`` state dicts of the V2 network plus
+    four temporal modules): relative ``vda-<size>`` and metric ``vda-metric-<size>``. Small is Apache-2.0,
+    Base and Large CC-BY-NC-4.0 (the official README). The metric models output metres directly (no fixed
+    range), fine-tuned on Virtual KITTI and IRS."""
+    out: dict[str, Variant] = {}
+    for size, enc in list(SIZES.items())[:3]:
+        cap = size.capitalize()
+        lic = APACHE if size == "small" else CC_BY_NC
+        out[f"vda-{size}"] = Variant(
+            f"vda-{size}", "vda", enc, f"depth-anything/Video-Depth-Anything-{cap}", (f"video_depth_anything_{enc}.pth",),
+            "vda", lic, DISPARITY, None, "Video Depth Anything: temporally consistent relative depth for videos of any "
+                                         f"length (VideoDepthEstimator, `anydepth video`); also found in models/{VDA_FOLDER}")
+        out[f"vda-metric-{size}"] = Variant(
+            f"vda-metric-{size}", "vda", enc, f"depth-anything/Metric-Video-Depth-Anything-{cap}",
+            (f"metric_video_depth_anything_{enc}.pth",), "vda", lic, METRIC_DEPTH, None,
+            "Video Depth Anything, metric: temporally consistent depth in metres (fine-tuned on Virtual KITTI and IRS; "
+            "no fixed range)", license_note="" if size == "small" else _VDA_METRIC_NOTE)
+    return out
+
+
+VARIANTS: dict[str, Variant] = {**_build(), **_build_derived(), **_build_da3(), **_build_vda()}
 
 
 def get_variant(name: str) -> Variant:

@@ -14,7 +14,7 @@ from .catalog import DEFAULT_MODEL, VARIANTS
 from .kinds import METRIC_DEPTH, UNITS, DepthKind
 from .memory import (MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
                      run_in_batches)
-from .models import DepthAnything
+from .models import DepthAnything, VideoDepthAnything
 from .preprocess import (ImageInput, check_max_tokens, network_size, prepare_batch, resize_depth, resolve_max_tokens,
                          to_tensor_list, warn_capped)
 from .tiling import check_tile_size, make_tile_grid, tile_network_size, tiled_depth
@@ -141,10 +141,15 @@ class DepthEstimator:
             self.model_name = model.config.name or type(model).__name__
         else:
             net = model
-            da3_name = isinstance(model, str) and model in VARIANTS and VARIANTS[model].family == "da3"
+            listed = VARIANTS[model].family if isinstance(model, str) and model in VARIANTS else None
+            da3_name = listed == "da3"
+            if listed == "vda" or isinstance(net, VideoDepthAnything):
+                raise ValueError(_video_model_message(model))
             if not isinstance(net, torch.nn.Module) and not da3_name:
                 net = load_model(model, models_dir=models_dir, revision=revision, family=family, kind=kind,
                                  max_depth=max_depth, device="cpu", dtype=self.dtype)
+            if isinstance(net, VideoDepthAnything):
+                raise ValueError(_video_model_message(model))
             if da3_name or not isinstance(net, DepthAnything):  # Depth Anything 3 has its own estimator
                 raise ValueError(f"{model if isinstance(model, (str, os.PathLike)) else type(model).__name__} is a "
                                  "Depth Anything 3 network; use anydepth.AnyViewEstimator (Python) or `anydepth geometry` (CLI)")
@@ -297,3 +302,9 @@ def _positive_int(value: int, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def _video_model_message(model: object) -> str:
+    what = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    return (f"{what} is a Video Depth Anything model (temporal, for clips); use anydepth.VideoDepthEstimator (Python), "
+            "`anydepth video` (CLI) or Estimate Video Depth (ComfyUI), or pick an image model (v2-small, ...)")

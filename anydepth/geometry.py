@@ -28,12 +28,15 @@ from .cameras import invert_rigid as invert_extrinsics  # the public name geomet
 from .io import atomic_open, atomic_write
 
 __all__ = [
+    "GlbPrimitive",
     "PointCloud",
+    "apply_transform",
     "camera_centers",
     "camera_frusta",
     "camera_to_world",
     "cameras_to_json",
     "depth_to_points",
+    "frusta_primitive",
     "fuse_point_cloud",
     "glb_alignment",
     "invert_extrinsics",
@@ -44,6 +47,7 @@ __all__ = [
     "write_cameras_json",
     "write_colmap_text",
     "write_glb",
+    "write_glb_scene",
     "write_ply",
 ]
 
@@ -355,57 +359,69 @@ def glb_alignment(first_extrinsics: torch.Tensor, points: torch.Tensor | None = 
     return a
 
 
-def write_glb(
-    path: str | os.PathLike,
-    cloud: PointCloud,
-    frusta: torch.Tensor | None = None,
-    *,
-    transform: torch.Tensor | None = None,
-) -> str:
-    """A binary glTF 2.0 scene: the points (``POINTS`` primitive, RGBA colours) and the camera frusta
-    (``LINES`` primitive, one colour per camera), atomically.
+@dataclass(frozen=True)
+class GlbPrimitive:
+    """One glTF primitive for :func:`write_glb_scene`.
 
-    ``transform`` (``[4, 4]``, e.g. :func:`glb_alignment`) is applied to every vertex and recorded in the
-    scene's ``extras.anydepth_world_to_gltf``; without it the coordinates are written as they are.
+    Attributes:
+        name: the mesh / node name.
+        positions: ``[V, 3]`` float vertex positions (already in the frame to write).
+        colors: ``[V, 4]`` uint8 RGBA vertex colours (``COLOR_0``, normalised), or ``None``.
+        mode: glTF primitive mode: 0 points, 1 lines, 4 triangles.
+        indices: ``[F, 3]`` (or flat) vertex indices for indexed triangles, or ``None``.
     """
-    a = None if transform is None else transform.double()
 
-    def tf(x: np.ndarray) -> np.ndarray:
-        if a is None:
-            return x.astype("<f4")
-        return (torch.from_numpy(x).double() @ a[:3, :3].T + a[:3, 3]).numpy().astype("<f4")
+    name: str
+    positions: np.ndarray
+    colors: np.ndarray | None
+    mode: int
+    indices: np.ndarray | None = None
 
-    prims: list[tuple[np.ndarray, np.ndarray, int, str]] = []
-    pts = cloud.points.detach().cpu().numpy()
-    if pts.shape[0]:
-        rgba = np.concatenate([cloud.colors.cpu().numpy().astype(np.uint8), np.full((pts.shape[0], 1), 255, np.uint8)], 1)
-        prims.append((tf(pts), rgba, 0, "points"))
-    k = 0 if frusta is None else frusta.shape[0]
-    if k:
-        seg = frusta.detach().cpu().numpy().reshape(-1, 3)  # 16 vertices per camera, pairs = lines
-        rgb = np.repeat(_camera_colors(k), 16, axis=0)
-        prims.append((tf(seg), np.concatenate([rgb, np.full((rgb.shape[0], 1), 255, np.uint8)], 1), 1, "cameras"))
 
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+_FLOAT, _UNSIGNED_BYTE, _UNSIGNED_INT = 5126, 5121, 5125
+
+
+def write_glb_scene(path: str | os.PathLike, primitives: Sequence[GlbPrimitive], extras: dict | None = None) -> str:
+    """A binary glTF 2.0 file with one mesh and one node per primitive, atomically.
+
+    Positions get ``min`` / ``max`` (required by glTF); colours are normalised ``UNSIGNED_BYTE`` RGBA; triangle
+    indices are ``UNSIGNED_INT``. ``extras`` goes to the scene's ``extras``.
+    """
     blob = bytearray()
     views, accessors, meshes, nodes = [], [], [], []
-    for pos, rgba, mode, name in prims:
-        for data, comp, typ, norm in ((pos, 5126, "VEC3", False), (rgba, 5121, "VEC4", True)):
-            raw = np.ascontiguousarray(data).tobytes()
-            views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(raw), "target": 34962})
-            acc = {"bufferView": len(views) - 1, "componentType": comp, "count": int(data.shape[0]), "type": typ}
-            if norm:
-                acc["normalized"] = True
-            else:
-                acc["min"], acc["max"] = data.min(0).astype(float).tolist(), data.max(0).astype(float).tolist()
-            accessors.append(acc)
-            blob += raw + b"\0" * (-len(raw) % 4)
-        meshes.append({"name": name, "primitives": [{"attributes": {"POSITION": len(accessors) - 2, "COLOR_0": len(accessors) - 1},
-                                                     "mode": mode}]})
-        nodes.append({"mesh": len(meshes) - 1, "name": name})
-    scene = {"nodes": list(range(len(nodes))),
-             "extras": {"anydepth_points": int(pts.shape[0]), "anydepth_cameras": int(k)}}
-    if a is not None:
-        scene["extras"]["anydepth_world_to_gltf"] = a.tolist()
+
+    def add(data: np.ndarray, comp: int, typ: str, target: int, *, normalized: bool = False, bounds: bool = False) -> int:
+        raw = np.ascontiguousarray(data).tobytes()
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(raw), "target": target})
+        count = int(data.shape[0]) if typ != "SCALAR" else int(data.size)
+        acc: dict = {"bufferView": len(views) - 1, "componentType": comp, "count": count, "type": typ}
+        if normalized:
+            acc["normalized"] = True
+        if bounds:
+            acc["min"], acc["max"] = data.min(0).astype(float).tolist(), data.max(0).astype(float).tolist()
+        accessors.append(acc)
+        blob.extend(raw + b"\0" * (-len(raw) % 4))
+        return len(accessors) - 1
+
+    for prim in primitives:
+        pos = np.asarray(prim.positions, dtype="<f4").reshape(-1, 3)
+        if not pos.shape[0]:
+            continue  # glTF accessors may not be empty
+        entry: dict = {"attributes": {"POSITION": add(pos, _FLOAT, "VEC3", _ARRAY_BUFFER, bounds=True)}, "mode": prim.mode}
+        if prim.colors is not None:
+            entry["attributes"]["COLOR_0"] = add(np.asarray(prim.colors, dtype=np.uint8), _UNSIGNED_BYTE, "VEC4",
+                                                 _ARRAY_BUFFER, normalized=True)
+        if prim.indices is not None:
+            idx = np.asarray(prim.indices, dtype="<u4").reshape(-1)
+            if not idx.size:
+                continue
+            entry["indices"] = add(idx, _UNSIGNED_INT, "SCALAR", _ELEMENT_ARRAY_BUFFER)
+        meshes.append({"name": prim.name, "primitives": [entry]})
+        nodes.append({"mesh": len(meshes) - 1, "name": prim.name})
+    scene: dict = {"nodes": list(range(len(nodes)))}
+    if extras:
+        scene["extras"] = extras
     doc = {"asset": {"version": "2.0", "generator": "anydepth"}, "scene": 0, "scenes": [scene], "nodes": nodes,
            "meshes": meshes, "accessors": accessors, "bufferViews": views}
     if blob:
@@ -421,6 +437,52 @@ def write_glb(
             fh.write(struct.pack("<I4s", len(blob), b"BIN\0") + bytes(blob))
 
     return str(atomic_write(path, write))
+
+
+def apply_transform(points: np.ndarray | torch.Tensor, transform: torch.Tensor | None) -> np.ndarray:
+    """``[M, 3]`` points through a ``[4, 4]`` (or ``[3, 4]``) transform (float64 maths), as float32 numpy;
+    ``None`` leaves them as they are."""
+    x = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    if transform is None:
+        return x.astype("<f4")
+    a = transform.double().cpu()
+    return (torch.from_numpy(x.astype(np.float64)) @ a[:3, :3].T + a[:3, 3]).numpy().astype("<f4")
+
+
+def frusta_primitive(frusta: torch.Tensor, transform: torch.Tensor | None = None) -> GlbPrimitive:
+    """The camera wire frames of :func:`camera_frusta` as a ``LINES`` primitive, one colour per camera."""
+    k = frusta.shape[0]
+    seg = frusta.detach().cpu().numpy().reshape(-1, 3)  # 16 vertices per camera, pairs = lines
+    rgb = np.repeat(_camera_colors(k), 16, axis=0)
+    return GlbPrimitive("cameras", apply_transform(seg, transform),
+                        np.concatenate([rgb, np.full((rgb.shape[0], 1), 255, np.uint8)], 1), 1)
+
+
+def write_glb(
+    path: str | os.PathLike,
+    cloud: PointCloud,
+    frusta: torch.Tensor | None = None,
+    *,
+    transform: torch.Tensor | None = None,
+) -> str:
+    """A binary glTF 2.0 scene: the points (``POINTS`` primitive, RGBA colours) and the camera frusta
+    (``LINES`` primitive, one colour per camera), atomically.
+
+    ``transform`` (``[4, 4]``, e.g. :func:`glb_alignment`) is applied to every vertex and recorded in the
+    scene's ``extras.anydepth_world_to_gltf``; without it the coordinates are written as they are.
+    """
+    prims: list[GlbPrimitive] = []
+    n = len(cloud)
+    if n:
+        rgba = np.concatenate([cloud.colors.cpu().numpy().astype(np.uint8), np.full((n, 1), 255, np.uint8)], 1)
+        prims.append(GlbPrimitive("points", apply_transform(cloud.points, transform), rgba, 0))
+    k = 0 if frusta is None else frusta.shape[0]
+    if k:
+        prims.append(frusta_primitive(frusta, transform))
+    extras: dict = {"anydepth_points": n, "anydepth_cameras": int(k)}
+    if transform is not None:
+        extras["anydepth_world_to_gltf"] = transform.double().tolist()
+    return write_glb_scene(path, prims, extras)
 
 
 def cameras_to_json(extrinsics: torch.Tensor, intrinsics: torch.Tensor, *, names: Sequence[str] | None = None,

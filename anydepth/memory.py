@@ -217,14 +217,16 @@ def estimate_activation_bytes(config: ModelConfig | DA3Config | NestedDA3Config 
     if isinstance(config, ModelConfig):
         return batch * elem * (tokens * a.embed_dim * 12 + h * w * a.features * 3)
     if isinstance(config, VideoModelConfig):
-        from .models.video_depth_anything import TEMPORAL_CHUNK_ELEMENTS
-
         per_chunk = tokens * a.embed_dim * 12 + h * w * a.features * 3
-        c0, c1, f = a.out_channels[0], a.out_channels[1], a.features
+        c0, c1, c2, c3 = a.out_channels
+        f = a.features
         # per frame: 4 taps; reassembled + projected maps at 4×, 2×, 1× the token grid; the 2× decoder path mixed
-        per_frame = tokens * (4 * a.embed_dim + 16 * (c0 + f) + 4 * (c1 + f) + a.out_channels[2] + a.out_channels[3] + 12 * f)
+        per_frame = tokens * (4 * a.embed_dim + 16 * (c0 + f) + 4 * (c1 + f) + c2 + c3 + 12 * f)
+        # temporal modules: about three copies of the feed-forward hidden layer (8× wide) of the largest
+        # module, in groups of at most config.temporal_chunk elements
+        widest = 8 * batch * tokens * max(4 * f, c2, c3 // 4) if config.temporal else 0
         frames_at_once = batch if chunk is None else min(chunk, batch)
-        return elem * (frames_at_once * per_chunk + batch * per_frame + 3 * TEMPORAL_CHUNK_ELEMENTS)
+        return elem * (frames_at_once * per_chunk + batch * per_frame + 3 * min(widest, config.temporal_chunk))
     per_view_tokens = tokens * a.embed_dim * (4 * 2 + 12)
     head_views = batch if chunk is None else min(chunk, batch)
     return elem * (batch * per_view_tokens + head_views * h * w * (a.features + 32))

@@ -47,6 +47,7 @@ __all__ = [
     "SCOPES",
     "NormalizeOption",
     "apply_colormap",
+    "clip_sky",
     "normalize_depth",
     "to_disparity",
     "to_image",
@@ -203,6 +204,57 @@ def to_disparity(depth: Tensor, kind: str, eps: float = 1e-6) -> Tensor:
     if kind == DISPARITY:
         return x
     return x.clamp_min_(eps).reciprocal_()
+
+
+SKY_FAR_PERCENTILE = 98.0
+"""Sky pixels get this percentile of the other pixels' depth (the official DA3 export's ``sky_depth_def``)."""
+
+
+def clip_sky(depth: Tensor, kind: str, sky: Tensor, *, threshold: float = 0.5,
+             percentile: float = SKY_FAR_PERCENTILE) -> Tensor:
+    r"""Send sky pixels to the far end of each image, as the official Depth Anything 3 render does.
+
+    A pixel is sky where ``sky >= threshold`` (a sky score or a 0/1 mask, e.g. Any-View Geometry's ``sky_mask``).
+    Its value becomes the ``percentile`` of the image's other finite depth values (``100 - percentile`` for
+    ``disparity``, where far is small), so sky is as far as the farthest scenery without stretching the range
+    the way a raw sky prediction (often huge or zero) would. Images with no sky, or with fewer than 10 other
+    pixels, are left as they are. The input is not modified.
+
+    Args:
+        depth: raw depth map.
+        kind: one of :data:`anydepth.kinds.ALL_KINDS` (which end is far).
+        sky: sky score or mask, same shape as ``depth`` (any float or bool dtype).
+        threshold: sky where ``sky >= threshold``.
+        percentile: in ``[0, 100]``.
+
+    Shape:
+        - depth, sky: :math:`(B, H, W)`
+        - output: :math:`(B, H, W)`
+
+    Example:
+        >>> d = torch.tensor([[[1.0, 2.0, 3.0, 500.0]] * 4])  # the last column is sky, predicted far too far
+        >>> sky = torch.tensor([[[0.0, 0.0, 0.0, 1.0]] * 4])
+        >>> clip_sky(d, "depth", sky, percentile=100.0)[0, 0]
+        tensor([1., 2., 3., 3.])
+    """
+    depth = _check_depth(depth)
+    kind = check_kind(kind)
+    if not isinstance(sky, Tensor) or tuple(sky.shape) != tuple(depth.shape):
+        shape = tuple(sky.shape) if isinstance(sky, Tensor) else type(sky).__name__
+        raise ValueError(f"sky must be a mask of the depth's shape {tuple(depth.shape)} (a ComfyUI MASK of the same "
+                         f"images), got {shape}")
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    out = depth.to(_work_dtype(depth.dtype), copy=True)
+    is_sky = sky.to(device=depth.device).float() >= threshold
+    q = (100.0 - percentile if kind == DISPARITY else percentile) / 100.0
+    for i in range(out.shape[0]):  # per image: each has its own number of non-sky pixels
+        rest = out[i][~is_sky[i] & torch.isfinite(out[i])]
+        if not is_sky[i].any() or rest.numel() < 10:
+            continue
+        far = torch.quantile(rest[:: -(-rest.numel() // _QUANTILE_MAX_ELEMENTS)], q)
+        out[i] = torch.where(is_sky[i], far, out[i])
+    return out
 
 
 def normalize_depth(

@@ -6,7 +6,11 @@
 - :func:`write_point_cloud`: the fused, confidence-filtered cloud of a
   :class:`~anydepth.anyview.GeometryResult` with its camera frusta, as PLY and/or GLB. For one result and
   one set of options the bytes are the same whoever calls it.
-- :func:`confidence_map`: confidence as a ``0..1`` map, for a grey preview.
+- :func:`confidence_map`: confidence as a ``0..1`` map, for a grey preview or a mask.
+- :func:`sky_mask`: the official sky mask (``sky >= 0.5``) as a ``0/1`` map.
+- :func:`field_of_view`: horizontal field of view and focal length of the cameras.
+- :func:`read_scene_folder`: what ``anydepth geometry`` wrote (``cameras.json``, ``<stem>_depth.npy``,
+  ``_conf.npy``, ``_sky.npy``) back as tensors, view by view in the cameras' order.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from torch import Tensor
 from .anyview import GeometryResult
 from .geometry import glb_alignment, scene_extent, write_glb, write_ply
 
-__all__ = ["POINT_CLOUD_FORMATS", "KnownCameras", "SavedPointCloud", "confidence_map", "parse_cameras",
-           "read_cameras_json", "write_point_cloud"]
+__all__ = ["POINT_CLOUD_FORMATS", "KnownCameras", "SavedPointCloud", "confidence_map", "field_of_view", "parse_cameras",
+           "read_cameras_json", "read_scene_folder", "sky_mask", "SceneFiles", "write_point_cloud"]
 
 POINT_CLOUD_FORMATS: tuple[str, ...] = ("ply", "glb")
 """What :func:`write_point_cloud` writes: binary PLY (points, then the cameras' vertices and edges) and glTF binary."""
@@ -181,9 +185,121 @@ def confidence_map(result: GeometryResult) -> Tensor:
     maps: Sequence[Tensor] = result.maps("confidence")
     if not maps:
         return torch.zeros(len(result), *result.maps("depth")[0].shape)
-    size = tuple(maps[0].shape)
-    conf = torch.stack([m.float() if tuple(m.shape) == size else
-                        F.interpolate(m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-                        for m in maps])
+    conf = torch.stack(_first_size(maps))
     lo, hi = conf.amin(), conf.amax()
     return (conf - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def _first_size(maps: Sequence[Tensor]) -> list[Tensor]:
+    """Every map at the first map's size (bilinear), float32."""
+    size = tuple(maps[0].shape)
+    return [m.float() if tuple(m.shape) == size else
+            F.interpolate(m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0] for m in maps]
+
+
+SKY_THRESHOLD = 0.5
+"""A pixel is sky where the sky score reaches this (the official mask)."""
+
+
+def sky_mask(result: GeometryResult, threshold: float = SKY_THRESHOLD) -> Tensor:
+    """Sky as ``1.0``, the rest ``0.0`` (``sky >= threshold``), every view at the first's size; all zeros when the
+    model predicts no sky (any-view models).
+
+    Shape:
+        output: ``(N, H_0, W_0)`` float32.
+    """
+    maps = result.maps("sky")
+    if not maps:
+        return torch.zeros(len(result), *result.maps("depth")[0].shape)
+    return (torch.stack(_first_size(maps)) >= threshold).float()
+
+
+def field_of_view(result: GeometryResult) -> tuple[float, float]:
+    """Horizontal field of view in degrees and focal length ``fx`` in pixels of the input images, averaged over the
+    views (``(0.0, 0.0)`` without intrinsics).
+
+    Example:
+        >>> from anydepth.mesh import intrinsics_from_fov
+        >>> class R: intrinsics, input_sizes = intrinsics_from_fov(480, 640, 60.0)[None], [(480, 640)]
+        >>> [round(x, 3) for x in field_of_view(R())]
+        [60.0, 554.256]
+    """
+    if result.intrinsics is None:
+        return 0.0, 0.0
+    k = result.intrinsics.double()
+    widths = torch.tensor([w for _, w in result.input_sizes], dtype=torch.float64)
+    fov = torch.rad2deg(2 * torch.atan(widths / 2 / k[:, 0, 0]))
+    return float(fov.mean()), float(k[:, 0, 0].mean())
+
+
+@dataclass
+class SceneFiles:
+    """An ``anydepth geometry`` output folder read back (:func:`read_scene_folder`).
+
+    Attributes:
+        names: the image file names, in the cameras' order.
+        stems: each view's output stem (``<stem>_depth.npy``), relative to the folder.
+        depth: ``[H_i, W_i]`` float32 maps; confidence, sky: the same, or ``None`` when the folder has none.
+        kind: the depth's kind (:mod:`anydepth.kinds`).
+        extrinsics: ``(N, 3|4, 4)`` world-to-camera; intrinsics: ``(N, 3, 3)`` in pixels of each image.
+    """
+
+    names: list[str]
+    stems: list[str]
+    depth: list[Tensor]
+    confidence: list[Tensor] | None
+    sky: list[Tensor] | None
+    kind: str
+    extrinsics: Tensor
+    intrinsics: Tensor
+
+
+def read_scene_folder(folder: str | os.PathLike) -> SceneFiles:
+    """Read an ``anydepth geometry`` output folder: ``cameras.json`` and each view's ``<stem>_depth.npy`` (found by
+    the image's name), with ``<stem>_conf.npy`` / ``<stem>_sky.npy`` when every view has one.
+
+    Raises:
+        ValueError: naming the folder or file when something is missing or unreadable.
+    """
+    import numpy as np
+
+    from .export import load_depth
+
+    root = Path(folder)
+    cameras = root / "cameras.json"
+    if not cameras.is_file():
+        raise ValueError(f"{root} has no cameras.json: give the output folder of `anydepth geometry` (or depth files)")
+    try:
+        views = json.loads(cameras.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {cameras}: {e}") from None
+    if not isinstance(views, list):
+        raise ValueError(f"{cameras} must hold a list of views (as `anydepth geometry` writes it)")
+    cams = read_cameras_json(cameras, len(views))
+    if cams.extrinsics is None or cams.intrinsics is None:
+        raise ValueError(f"{cameras} needs extrinsics and intrinsics for every view")
+    by_name: dict[str, list[Path]] = {}
+    for f in sorted(root.rglob("*_depth.npy")):
+        by_name.setdefault(f.name, []).append(f)
+    names, stems, depth, kinds = [], [], [], []
+    for i, v in enumerate(views):
+        name = str(v.get("name") or f"view_{i:04d}")
+        found = by_name.get(f"{Path(name).stem}_depth.npy", [])
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)} ({', '.join(str(f.relative_to(root)) for f in found)})"
+            raise ValueError(f"{root}: {what} {Path(name).stem}_depth.npy for view {i} ({name}) in cameras.json")
+        d = load_depth(found[0])
+        names.append(name)
+        stems.append(found[0].relative_to(root).as_posix()[: -len("_depth.npy")])
+        depth.append(torch.from_numpy(d.depth))
+        kinds.append(d.kind)
+
+    def extra(suffix: str) -> list[Tensor] | None:
+        paths = [root / f"{stem}_{suffix}.npy" for stem in stems]
+        if not all(p.is_file() for p in paths):
+            return None
+        return [torch.from_numpy(np.load(p, allow_pickle=False).astype(np.float32)) for p in paths]
+
+    return SceneFiles(names, stems, depth, extra("conf"), extra("sky"), kinds[0] or "depth", cams.extrinsics,
+                      cams.intrinsics)
+

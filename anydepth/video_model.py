@@ -24,16 +24,20 @@ same backbone features serve a frame in every window that holds it (the key fram
 a third of the backbone work without changing the numbers.
 
 Example:
-    >>> est = VideoDepthEstimator(net, dtype="fp32", input_size=70)      # net: a VideoDepthAnything
-    >>> for i, depth in enumerate(est.iter_depth(frames)):               # frames: any iterable of frames
-    ...     np.save(f"depth_{i:05d}.npy", depth.numpy())                 # written away as it comes
+    >>> from anydepth.models import ArchConfig, VideoModelConfig, create_model
+    >>> net = create_model(VideoModelConfig(ArchConfig(64, 4, 2, 32, (8, 16, 32, 32)), (0, 1, 2, 3)))  # random, tiny
+    >>> est = VideoDepthEstimator(net, dtype="fp32", input_size=28)
+    >>> frames = (torch.rand(28, 42, 3) for _ in range(40))      # any iterable of frames: a decoder, a folder ...
+    >>> for i, depth in enumerate(est.iter_depth(frames)):       # each frame as soon as it is final
+    ...     torch.save(depth, f"depth_{i:05d}.pt")               # written away, not kept
+    >>> i, depth.shape
+    (39, torch.Size([28, 42]))
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable
 
@@ -108,7 +112,7 @@ def video_input_size(height: int, width: int, input_size: int = 518) -> int:
 
     Example:
         >>> video_input_size(1080, 1920), video_input_size(1080, 2560), video_input_size(480, 1920)
-        (518, 392, 238)
+        (518, 392, 224)
     """
     if height < 1 or width < 1:
         raise ValueError(f"frames must be at least 1×1 pixels, got {height}×{width}")
@@ -350,8 +354,12 @@ class VideoDepthStream:
         input_size: shorter side the network sees, before :func:`video_input_size`.
 
     Example:
-        >>> stream = VideoDepthStream(net, device="cpu", dtype=torch.float32, input_size=70)
-        >>> depth = [stream.push(f) for f in frames]    # each [H, W] float32, on ``device``
+        >>> from anydepth.models import ArchConfig, VideoModelConfig, create_model
+        >>> net = create_model(VideoModelConfig(ArchConfig(64, 4, 2, 32, (8, 16, 32, 32)), (0, 1, 2, 3)))
+        >>> stream = VideoDepthStream(net, device="cpu", dtype=torch.float32, input_size=28)
+        >>> depth = [stream.push(torch.rand(28, 42, 3)) for _ in range(50)]   # each [H, W] float32, on ``device``
+        >>> depth[-1].shape, stream.cache_frames
+        (torch.Size([28, 42]), 42)
     """
 
     def __init__(self, model: VideoDepthAnything, *, device: torch.device | str, dtype: torch.dtype,
@@ -370,18 +378,19 @@ class VideoDepthStream:
         self.frames_seen = 0
         self.frame_size: tuple[int, int] | None = None
         self.net_size: tuple[int, int] | None = None
-        self.first: list[Tensor] | None = None  # frame 0's states
-        self.recent: deque[list[Tensor]] = deque(maxlen=STREAM_GAP)  # states of the latest frames
+        # Per temporal attention, [pixels, 1 + STREAM_GAP, width]: slot 0 holds frame 0, slots 1.. the recent
+        # frames in a ring. One index_select gathers a frame's context (the official code concatenates 31
+        # per-frame tensors along the time axis for every attention, a slow strided copy).
+        self.bank: list[Tensor] = []
 
     @property
     def cache_frames(self) -> int:
         """Frames whose states are held (at most ``1 + STREAM_GAP``)."""
-        return (self.first is not None) + len(self.recent)
+        return min(self.frames_seen, 1 + STREAM_GAP)
 
-    def _states(self, frame: int) -> list[Tensor]:
-        if frame == 0:
-            return self.first
-        return self.recent[frame - self.frames_seen]  # negative index: frames_seen - 1 is the newest
+    @staticmethod
+    def _slot(frame: int) -> int:
+        return 0 if frame == 0 else 1 + (frame - 1) % STREAM_GAP
 
     @torch.inference_mode()
     def push(self, frame: Any) -> Tensor:
@@ -407,14 +416,14 @@ class VideoDepthStream:
         x = prepare_batch(x01.to(self.device), self.net_size, cfg.mean, cfg.std, dtype=self.dtype)
         context = None
         if self.frames_seen:
-            parts = [self._states(i) for i in stream_context_frames(self.frames_seen)]
-            context = [torch.cat([p[a] for p in parts], dim=1) for a in range(len(parts[0]))]
+            slots = torch.tensor([self._slot(i) for i in stream_context_frames(self.frames_seen)], device=self.device)
+            context = [bank.index_select(1, slots) for bank in self.bank]
         out = self.model.decode(self.model.encode(x), 1, context=context, return_states=True)
         del context
-        if self.frames_seen == 0:
-            self.first = out.states
-        else:
-            self.recent.append(out.states)
+        if not self.bank:  # sized by the first frame; the clip's memory from then on
+            self.bank = [s.new_empty(s.shape[0], 1 + STREAM_GAP, s.shape[2]) for s in out.states]
+        for bank, state in zip(self.bank, out.states):
+            bank[:, self._slot(self.frames_seen)] = state[:, 0]
         self.frames_seen += 1
         return resize_depth(out.depth.float(), self.frame_size)[0]
 
@@ -432,18 +441,25 @@ class VideoDepthEstimator:
             ``dtype`` in place, moved by the memory policy).
         device: compute device; defaults to CUDA, then MPS, then CPU.
         dtype: ``"auto" | "fp32" | "fp16" | "bf16"`` or a torch dtype (see :func:`anydepth.memory.resolve_dtype`).
-        batch_size: frames per pass through the per-frame parts (backbone, full-resolution head stages);
-            a window is always 32 frames. Halved automatically on out-of-memory, and kept halved.
+        batch_size: frames per pass through the per-frame parts (backbone, full-resolution head stages; 4
+            as the official micro-batch); a window is always 32 frames. Halved automatically on
+            out-of-memory, and kept halved for the rest of the clip.
         input_size: shorter side the network sees (multiple of 14; wide frames get less, see :func:`video_input_size`).
         memory: ``"keep"``, ``"offload"`` or a :class:`~anydepth.memory.MemoryPolicy` (ComfyUI's bridge).
         models_dir, revision, kind: passed to the loader for a name or path.
         output_device: where depth maps are returned (CPU by default).
 
     Example:
-        >>> est = VideoDepthEstimator(net, dtype="fp32", input_size=70)
-        >>> result = est.estimate(torch.rand(40, 48, 64, 3))     # [T, H, W, C] in 0..1
+        >>> from anydepth.models import ArchConfig, VideoModelConfig, create_model
+        >>> net = create_model(VideoModelConfig(ArchConfig(64, 4, 2, 32, (8, 16, 32, 32)), (0, 1, 2, 3)))  # random, tiny
+        >>> est = VideoDepthEstimator(net, dtype="fp32", input_size=28)
+        >>> result = est.estimate(torch.rand(40, 48, 64, 3))     # [T, H, W, C] in 0..1, e.g. a ComfyUI IMAGE batch
         >>> result.depth.shape, result.kind
         (torch.Size([40, 48, 64]), 'disparity')
+        >>> with est.stream() as stream:                          # online: frames arrive one by one
+        ...     live = [stream.push(frame) for frame in torch.rand(5, 48, 64, 3)]
+        >>> live[0].shape
+        torch.Size([48, 64])
     """
 
     def __init__(
@@ -452,7 +468,7 @@ class VideoDepthEstimator:
         *,
         device: torch.device | str | None = None,
         dtype: str | torch.dtype = "auto",
-        batch_size: int = 8,
+        batch_size: int = 4,
         input_size: int = 518,
         memory: str | MemoryPolicy = "keep",
         models_dir=None,
@@ -494,13 +510,8 @@ class VideoDepthEstimator:
         return self.weight_bytes + estimate_activation_bytes(cfg, WINDOW, size, self.dtype, batch_size or self.batch_size)
 
     def stream(self, *, input_size: int | None = None) -> "_PlacedStream":
-        """A :class:`VideoDepthStream` with the model placed by the memory policy, as a context manager.
-
-        Example:
-            >>> with est.stream() as stream:
-            ...     for frame in camera:                 # frames arrive one by one
-            ...         show(stream.push(frame))
-        """
+        """A :class:`VideoDepthStream` with the model placed by the memory policy, as a context manager
+        (see the class example): the device is acquired on entry and released on exit."""
         return _PlacedStream(self, input_size or self.input_size)
 
     @torch.inference_mode()
@@ -544,27 +555,38 @@ class VideoDepthEstimator:
                  callback: ProgressCallback | None = None) -> DepthResult:
         """Depth of the whole clip as one :class:`~anydepth.estimator.DepthResult` (``depth``: ``[T, H, W]``).
 
-        Collects :meth:`iter_depth`; use that directly to write long clips away frame by frame.
+        Collects :meth:`iter_depth` (into one preallocated tensor when the clip length is known, so the
+        maps are not held twice); use :meth:`iter_depth` directly to write long clips away frame by frame.
         """
-        maps = list(self.iter_depth(frames, streaming=streaming, input_size=input_size, callback=callback))
-        h, w = maps[0].shape
+        total = _known_length(frames)
+        out: Tensor | None = None
+        maps: list[Tensor] = []
+        for i, depth in enumerate(self.iter_depth(frames, streaming=streaming, input_size=input_size, callback=callback)):
+            if total:
+                if out is None:
+                    out = torch.empty((total, *depth.shape), dtype=depth.dtype, device=depth.device)
+                out[i] = depth
+            else:
+                maps.append(depth)
+        depth = out if out is not None else torch.stack(maps)
+        h, w = depth.shape[-2:]
         net = network_size(h, w, video_input_size(h, w, input_size or self.input_size))
-        return DepthResult(torch.stack(maps), self.kind, [net] * len(maps), self.model_name, None)
+        return DepthResult(depth, self.kind, [net] * depth.shape[0], self.model_name, None)
 
     __call__ = estimate
 
     # ---------------------------------------------------------------------------------------------- offline
 
     def _windows(self, source: Iterator[Tensor], net: tuple[int, int], size: tuple[int, int],
-                 device: torch.device) -> Iterator[list[Tensor]]:
-        """Final frames per offline window (a list per window; the caller stops after the clip's last frame)."""
+                 device: torch.device) -> Iterator[Iterator[Tensor]]:
+        """The clip's frames, window by window (consume each window's frames before asking for the next)."""
         cfg = self.model.config
         aligner = WindowAligner(size, fit=cfg.kind != METRIC_DEPTH)
         features: dict[int, list[Tensor]] = {}  # backbone taps by clip frame, reused by the next window
         raw: dict[int, Tensor] = {}  # frames read but not yet encoded
         read = emitted = 0
         length = None  # the clip length, once the source is exhausted
-        chunk = self.batch_size  # halved on out-of-memory, for the rest of the clip
+        chunk = self._fit_chunk(net)  # halved on out-of-memory, for the rest of the clip
         for start in itertools.count(0, STRIDE):
             self.policy.check_interrupt()
             while length is None and read < start + WINDOW:
@@ -590,13 +612,23 @@ class VideoDepthEstimator:
             # The next window starts with this one's key frames: keep their taps (copies, so the batches go).
             have = {**features, **new}
             features = {i: [t.clone() for t in have[i]] for i in {slots[k] for k in KEY_SLOTS}} if not last else {}
-            frames = list(aligner.push(depth, last=last))
-            if last:
-                frames = frames[:length - emitted]
-            emitted += len(frames)
-            yield frames
-            if last:
+            # Frames come out one at a time (at the frame size); padding frames are never emitted, and once the
+            # clip is out no window is left to compute (the official code runs one more and drops it).
+            count = (WINDOW if start == 0 else WINDOW - ALIGN_SLOTS) - (0 if last else BLEND)
+            limit = count if length is None else min(count, length - emitted)
+            yield _first(aligner.push(depth, last=last), limit)
+            emitted += limit
+            if last or emitted == length:
                 return
+
+    def _fit_chunk(self, net: tuple[int, int]) -> int:
+        """``batch_size``, or less when the device says its free memory cannot hold a window at that size."""
+        free = self.policy.free_bytes()
+        chunk = self.batch_size
+        while free is not None and chunk > 1 and estimate_activation_bytes(
+                self.model.config, WINDOW, net, self.dtype, chunk) > 0.9 * free:
+            chunk //= 2
+        return chunk
 
     def _window_depth(self, slots: list[int], raw: dict[int, Tensor], features: dict[int, list[Tensor]],
                       net: tuple[int, int], device: torch.device, chunk: int) -> tuple[Tensor, dict[int, list[Tensor]]]:
@@ -617,7 +649,7 @@ class VideoDepthEstimator:
 
     # ---------------------------------------------------------------------------------------------- streaming
 
-    def _streamed(self, source: Iterator[Tensor], device: torch.device, input_size: int) -> Iterator[list[Tensor]]:
+    def _streamed(self, source: Iterator[Tensor], device: torch.device, input_size: int) -> Iterator[Iterator[Tensor]]:
         stream = VideoDepthStream(self.model, device=device, dtype=self.dtype, input_size=input_size)
         for frame in source:
             self.policy.check_interrupt()
@@ -625,7 +657,14 @@ class VideoDepthEstimator:
                 lambda _: stream.push(frame), 1, self.policy, unit="frames",
                 message=f"out of memory on {device} streaming one frame; lower input_size, use dtype fp16/bf16, "
                         "or free memory used by other models")
-            yield [depth]
+            yield iter([depth])
+
+
+def _first(items: Iterator[Tensor], n: int) -> Iterator[Tensor]:
+    """The first ``n`` items, running ``items`` to its end (a window's aligner finishes its bookkeeping there)."""
+    for k, item in enumerate(items):
+        if k < n:
+            yield item
 
 
 class _PlacedStream:

@@ -26,8 +26,8 @@ import torch
 from .catalog import VARIANTS, Variant, get_variant, variant_for_file
 from .kinds import DISPARITY, METRIC_DEPTH, check_kind
 from .models import ARCHS, ArchConfig, DepthAnything, ModelConfig, create_model, layer_indices
-from .models.config import DA3Config, NestedDA3Config, da3_preset
-from .models.da3 import convert_da3
+from .models.config import DA3Config, NestedDA3Config, VideoModelConfig, da3_preset
+from .models.da3 import convert_comfy_da3, convert_da3
 from .models.depth_anything import convert_distill, convert_hf
 from .models.dinov2 import pos_grid_for
 
@@ -235,6 +235,11 @@ def _unwrap(obj: object, path: Path) -> StateDict:
 # network they feed (models/depth_anything.py, models/da3.py); this module only picks one.
 
 
+#: The key that tells a Video Depth Anything file from a V2 one: its first temporal module.
+VDA_SENTINEL = "head.motion_modules.0.temporal_transformer.proj_in.weight"
+_VDA_POSITION_CODE = "head.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
+
+
 def convert_original(sd: StateDict) -> StateDict:
     """Original layout (``.pth`` releases, community safetensors): already canonical."""
     return sd
@@ -244,7 +249,13 @@ def convert_original(sd: StateDict) -> StateDict:
 #: more specific row comes before a row whose keys it shares (Distill-Any-Depth's ``backbone.*``
 #: DINOv2 with a ``depth_head`` before the DA3 mono/metric ``backbone.*`` with a ``head``).
 FORMATS: list[tuple[tuple[str, ...], str, Callable[[StateDict], StateDict]]] = [
+    # Video Depth Anything: V2's backbone, the head under head.* with temporal modules (before "original": same backbone)
+    (("pretrained.patch_embed.proj.weight", VDA_SENTINEL), "vda", convert_original),
     (("pretrained.patch_embed.proj.weight",), "original", convert_original),
+    # ComfyUI core's DA3 (Comfy-Org repacks): transformers-named DINOv2 like "hf" below, but a DA3 head
+    (("backbone.embeddings.patch_embeddings.projection.weight", "head.scratch.refinenet1.out_conv.weight"), "da3",
+     convert_comfy_da3),
+    (("diffusion_model.backbone.embeddings.patch_embeddings.projection.weight",), "da3", convert_comfy_da3),
     (("backbone.embeddings.patch_embeddings.projection.weight",), "hf", convert_hf),
     (("backbone.patch_embed.proj.weight", "depth_head.projects.0.weight"), "distill", convert_distill),
     (("backbone.pretrained.patch_embed.proj.weight",), "da3", convert_da3),
@@ -332,7 +343,8 @@ def _da3_from_shapes(sd: StateDict, prefix: str, preset: DA3Config | None, metri
         metric = bool(preset is not None and preset.metric)
     return DA3Config(arch, tuple(layers), alt, alt, alt, cat_token=head_in == 2 * embed_dim,
                      head="dualdpt" if f"{prefix}head.norm.weight" in sd else "dpt", camera=camera,
-                     metric=metric and not camera, name=preset.name if preset is not None else "")
+                     metric=metric and not camera, gaussians=f"{prefix}gs_head.projects.0.weight" in sd,
+                     name=preset.name if preset is not None else "")
 
 
 def detect_da3_config(sd: StateDict, names: Iterable[str | None] = (), metric: bool | None = None) -> DA3Config | NestedDA3Config:
@@ -402,7 +414,7 @@ class LoadedCheckpoint:
     """Everything read from one checkpoint: its tensors (original layout) and the network they fit."""
 
     state_dict: StateDict
-    config: ModelConfig | DA3Config | NestedDA3Config
+    config: ModelConfig | DA3Config | NestedDA3Config | VideoModelConfig
     path: Path
     format: str
     variant: Variant | None
@@ -447,6 +459,8 @@ def read_checkpoint(
             raise CheckpointError(f"{path}: {e}") from e
         cfg = replace(cfg, name=variant.name if variant else (names[0] or cfg.name or path.name))
         return LoadedCheckpoint(sd, cfg, path, fmt, variant)
+    if fmt == "vda":
+        return LoadedCheckpoint(sd, _vda_config(sd, path, variant, family, kind, max_depth), path, fmt, variant)
     hints: dict = {}
     hints.update(guess_from_name(path.name if path.is_file() else path.name + "/"))
     if variant is not None:
@@ -472,6 +486,29 @@ def read_checkpoint(
     cfg = ModelConfig(arch, tuple(layers), out_kind, hints.get("max_depth") if out_kind == METRIC_DEPTH else None,
                       name=variant.name if variant else path.name)
     return LoadedCheckpoint(sd, cfg, path, fmt, variant)
+
+
+def _vda_config(sd: StateDict, path: Path, variant: Variant | None, family: str | None, kind: str | None,
+                max_depth: float | None) -> VideoModelConfig:
+    """The :class:`VideoModelConfig` of a Video Depth Anything state dict: V2's architecture from the shapes (under
+    ``head.``), the position code's length from its buffer, metric from ``kind``, the catalogue or the file name."""
+    if family not in (None, "vda") or max_depth is not None or kind not in (None, DISPARITY, METRIC_DEPTH):
+        raise ValueError(f"{path}: a Video Depth Anything file takes no family/max_depth override (the metric models "
+                         f"output metres without a fixed range) and kind 'disparity' or 'metric_depth' only (got "
+                         f"family={family!r}, kind={kind!r}, max_depth={max_depth!r})")
+    as_v2 = {("depth_head." + k[len("head."):] if k.startswith("head.") else k): v for k, v in sd.items()}
+    try:
+        arch = detect_arch(as_v2)
+        frames = int(sd[_VDA_POSITION_CODE].shape[1])  # [1, frames, width]: the most frames one attention sees
+    except (CheckpointError, KeyError, IndexError) as e:
+        raise CheckpointError(f"{path}: cannot work out the Video Depth Anything architecture: {e}") from e
+    if kind is None:
+        kind = variant.kind if variant is not None else METRIC_DEPTH if "metric" in path.name.lower() else DISPARITY
+    try:
+        return VideoModelConfig(arch, layer_indices("v2", arch.depth), kind, frames=frames,
+                                name=variant.name if variant is not None else path.name)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not a Video Depth Anything network anydepth can build: {e}") from e
 
 
 def _no_max_depth_message(path: Path, hf_config: dict | None) -> str:

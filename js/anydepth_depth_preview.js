@@ -5,10 +5,16 @@
 // colour maps as control points. This extension draws the preview in a DOM widget, recolours it locally when the
 // colour map changes, and under the mouse shows the raw value of the pixel (metres for metric models).
 //
+// The preview comes back with the node's outputs: after a run (cached or not: Estimate Depth is an output node), a
+// workflow-tab switch and a page reload (anydepth_outputs.js). Before the first run the colour-map box already lists
+// the maps (the options of the Depth Colormap node, which come from the same library table).
+//
 // Only the documented extension API is used: app.registerExtension, beforeRegisterNodeDef (chaining the node
-// type's own onNodeCreated / onExecuted) and node.addDOMWidget. Every DOM element and CSS class is prefixed.
+// type's own onNodeCreated / onExecuted / onConfigure), onNodeOutputsUpdated and node.addDOMWidget. Every DOM
+// element and CSS class is prefixed.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { restoreOnConfigure, watchNodeOutputs } from "./anydepth_outputs.js";
 
 const EXTENSION = "anydepth.DepthPreview";
 const NODE_TYPES = new Set(["AnyDepthEstimate"]);
@@ -16,6 +22,17 @@ const UI_KEY = "anydepth_depth";
 const PROPERTY = "anydepth_colormap";
 const DEFAULT_COLORMAP = "inferno";
 const STYLE_ID = "anydepth-depth-preview-style";
+const COLORMAP_NODE = "AnyDepthColormap";
+
+/** Colour-map names known before any run: the Depth Colormap node's options (filled in beforeRegisterNodeDef). */
+let colormapNames = [DEFAULT_COLORMAP];
+
+/** The options of a dropdown input spec, in either form the frontend hands over: [[...options], {...}] or
+ * ["COMBO", {options: [...]}]. */
+function comboOptions(spec) {
+  if (Array.isArray(spec?.[0])) return spec[0];
+  return Array.isArray(spec?.[1]?.options) ? spec[1].options : null;
+}
 
 const CSS = `
 .anydepth-preview { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%;
@@ -94,6 +111,7 @@ class DepthPreview {
     this.colorbar.dataset.anydepthColorbar = "";
     this.colorbar.title = "far (left) to near (right)";
     bar.append(this.select, this.colorbar, this.range);
+    this.setOptions(colormapNames);
 
     this.canvas = document.createElement("canvas");
     this.canvas.className = "anydepth-preview-canvas";
@@ -115,13 +133,18 @@ class DepthPreview {
     return this.node.properties?.[PROPERTY] || DEFAULT_COLORMAP;
   }
 
-  /** Show a new UI payload: load its preview image, then draw it. */
-  async show(payload) {
-    this.payload = payload;
-    const maps = Object.keys(payload.colormaps || {});
+  /** Fill the colour-map box with `maps`, keeping the node's choice selected when it is among them. */
+  setOptions(maps) {
     const current = maps.includes(this.colormap()) ? this.colormap() : (maps[0] ?? DEFAULT_COLORMAP);
     this.select.replaceChildren(...maps.map((name) => new Option(name, name, false, name === current)));
     this.select.value = current;
+  }
+
+  /** Show a new UI payload: load its preview image, then draw it (the same payload again is a no-op). */
+  async show(payload) {
+    if (this.payload && this.payload.image?.filename === payload.image?.filename) return;
+    this.payload = payload;
+    this.setOptions(Object.keys(payload.colormaps || {}));
     const lo = formatDepth(payload.min, payload.kind, payload.units);
     const hi = formatDepth(payload.max, payload.kind, payload.units);
     // the colour bar runs from far (grey 0) to near (grey 255); disparity grows towards the camera, depth away
@@ -147,6 +170,7 @@ class DepthPreview {
     this.canvas.height = work.height;
     this.render();
     this.root.dataset.anydepthReady = "1";
+    this.root.dataset.anydepthImage = filename; // which run's preview is drawn
     app.graph?.setDirtyCanvas(true, true);
   }
 
@@ -203,10 +227,22 @@ class DepthPreview {
   }
 }
 
+function showOutput(node, output) {
+  const payload = output?.[UI_KEY]?.[0];
+  if (!payload || !node.anydepthPreview) return false;
+  node.anydepthShown = true;
+  node.anydepthPreview.show(payload).catch((e) => console.error(`[${EXTENSION}] preview failed`, e));
+  return true;
+}
+
 app.registerExtension({
   name: EXTENSION,
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name === COLORMAP_NODE) {
+      colormapNames = comboOptions(nodeData.input?.required?.colormap) ?? colormapNames;
+      return;
+    }
     if (!NODE_TYPES.has(nodeData.name)) return;
     injectStyle();
 
@@ -217,6 +253,7 @@ app.registerExtension({
       this.properties[PROPERTY] = this.properties[PROPERTY] || DEFAULT_COLORMAP;
       const preview = new DepthPreview(this);
       this.anydepthPreview = preview;
+      preview.setOptions(colormapNames); // the Depth Colormap node may have been registered after this one
       this.addDOMWidget("anydepth_depth_preview", "anydepth.depth_preview", preview.root, {
         serialize: false,
         hideOnZoom: false,
@@ -230,11 +267,22 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       const result = onExecuted?.apply(this, arguments);
-      const payload = output?.[UI_KEY]?.[0];
-      if (payload && this.anydepthPreview) {
-        this.anydepthPreview.show(payload).catch((e) => console.error(`[${EXTENSION}] preview failed`, e));
-      }
+      showOutput(this, output);
       return result;
     };
+    restoreOnConfigure(nodeType, UI_KEY, showOutput);
+    // the node's id is known only once it is in a graph (added, or configured from a saved one)
+    for (const hook of ["onAdded", "onConfigure"]) {
+      const previous = nodeType.prototype[hook];
+      nodeType.prototype[hook] = function () {
+        const result = previous?.apply(this, arguments);
+        if (this.anydepthPreview) this.anydepthPreview.root.dataset.anydepthNode = String(this.id);
+        return result;
+      };
+    }
+  },
+
+  onNodeOutputsUpdated(nodeOutputs) {
+    watchNodeOutputs(nodeOutputs, NODE_TYPES, showOutput);
   },
 });

@@ -2,23 +2,23 @@
 //
 // The viewer (PointCloudViewer) shows a PLY served by ComfyUI's /view (e.g. ?filename=...&type=output):
 // coloured points, the camera frusta written as PLY edges, orbit (drag), zoom (wheel) and a point-size slider.
-// three.js r170 is vendored (js/vendor/three, MIT) and imported only when a viewer first loads a file.
+// It draws with plain WebGL (two small shaders): the frontend bundles its own three.js, and a second copy would
+// be a second instance of it on the page ("Multiple instances of Three.js being imported").
 //
 // The extension attaches the viewer to the node types in NODE_TYPES and reads output[UI_KEY][0] =
-// {filename, subfolder, type} from their UI output (Any-View Geometry sends its point cloud there).
+// {filename, subfolder, type} from their UI output: Any-View Geometry sends a preview of its cloud, Geometry to
+// Point Cloud the cloud it saved. The viewer follows the node's size (a ResizeObserver redraws it) and comes back
+// with the node's outputs: after a run (cached or not), a workflow-tab switch (the frontend restores the outputs:
+// onNodeOutputsUpdated) and a page reload (the server's /history of this workflow: see anydepth_outputs.js).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { restoreOnConfigure, watchNodeOutputs } from "./anydepth_outputs.js";
 
 const EXTENSION = "anydepth.PointCloudViewer";
-const NODE_TYPES = new Set(["AnyDepthAnyViewGeometry"]);
+const NODE_TYPES = new Set(["AnyDepthAnyViewGeometry", "AnyDepthGeometryToPointCloud"]);
 const UI_KEY = "anydepth_geometry";
-const THREE_URL = new URL("./vendor/three/three.module.min.mjs", import.meta.url).href;
-
-let threePromise = null;
-function loadThree() {
-  threePromise ??= import(THREE_URL);
-  return threePromise;
-}
+const BACKGROUND = [0x20 / 255, 0x20 / 255, 0x20 / 255];
+const FOV = (50 * Math.PI) / 180;
 
 const TYPES = {
   char: ["getInt8", 1], int8: ["getInt8", 1], uchar: ["getUint8", 1], uint8: ["getUint8", 1],
@@ -112,7 +112,83 @@ export function parsePLY(buffer) {
   return { points: points ?? n, cameras, positions, colors, edgePositions, edgeColors };
 }
 
-/** A three.js view of one PLY: orbit with the left button, zoom with the wheel, point size with the slider. */
+// -- 4×4 matrices, column-major (WebGL's layout) ------------------------------------------------------------------
+
+function perspective(fovy, aspect, near, far) {
+  const f = 1 / Math.tan(fovy / 2);
+  const nf = 1 / (near - far);
+  return new Float32Array([f / aspect, 0, 0, 0, 0, f, 0, 0, 0, 0, (far + near) * nf, -1, 0, 0, 2 * far * near * nf, 0]);
+}
+
+function lookAt(eye, target, up) {
+  const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+  const norm = (v) => { const l = Math.hypot(...v) || 1; return [v[0] / l, v[1] / l, v[2] / l]; };
+  const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+  const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+  const z = norm(sub(eye, target));
+  const x = norm(cross(up, z));
+  const y = cross(z, x);
+  return new Float32Array([x[0], y[0], z[0], 0, x[1], y[1], z[1], 0, x[2], y[2], z[2], 0, -dot(x, eye), -dot(y, eye), -dot(z, eye), 1]);
+}
+
+function multiply(a, b) {
+  const out = new Float32Array(16);
+  for (let c = 0; c < 4; c++) {
+    for (let r = 0; r < 4; r++) {
+      let s = 0;
+      for (let k = 0; k < 4; k++) s += a[k * 4 + r] * b[c * 4 + k];
+      out[c * 4 + r] = s;
+    }
+  }
+  return out;
+}
+
+/** Centre and radius of the box around `positions` (flat xyz): what the orbit camera frames. */
+export function boundingSphere(positions, count = positions.length / 3) {
+  const lo = [Infinity, Infinity, Infinity];
+  const hi = [-Infinity, -Infinity, -Infinity];
+  for (let i = 0; i < count; i++) {
+    for (let c = 0; c < 3; c++) {
+      const v = positions[3 * i + c];
+      if (v < lo[c]) lo[c] = v;
+      if (v > hi[c]) hi[c] = v;
+    }
+  }
+  if (!count) return { center: [0, 0, 0], radius: 1 };
+  const center = [0, 1, 2].map((c) => (lo[c] + hi[c]) / 2);
+  let r2 = 0;
+  for (let i = 0; i < count; i++) {
+    const d = [0, 1, 2].map((c) => positions[3 * i + c] - center[c]);
+    r2 = Math.max(r2, d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+  }
+  return { center, radius: Math.sqrt(r2) };
+}
+
+const VERTEX_SHADER = `
+attribute vec3 position;
+attribute vec3 color;
+uniform mat4 mvp;
+uniform float pointSize;
+varying vec3 vColor;
+void main() {
+  vColor = color;
+  gl_PointSize = pointSize;
+  gl_Position = mvp * vec4(position, 1.0);
+}`;
+const FRAGMENT_SHADER = `
+precision mediump float;
+varying vec3 vColor;
+void main() { gl_FragColor = vec4(vColor, 1.0); }`;
+
+function compile(gl, type, source) {
+  const shader = gl.createShader(type);
+  gl.shaderSource(shader, source);
+  gl.compileShader(shader);
+  if (!gl.getShaderParameter(shader, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(shader) || "shader error");
+  return shader;
+}
+
+/** A WebGL view of one PLY: orbit with the left button, zoom with the wheel, point size with the slider. */
 export class PointCloudViewer {
   constructor() {
     this.root = document.createElement("div");
@@ -127,70 +203,80 @@ export class PointCloudViewer {
     this.sizeInput.addEventListener("input", () => this.setPointSize(Number(this.sizeInput.value)));
     this.status = document.createElement("span");
     this.status.dataset.anydepthViewerStatus = "";
+    this.status.textContent = "Run the graph to see the point cloud.";
     bar.append(this.sizeInput, this.status);
     this.canvas = document.createElement("canvas");
     this.canvas.style.cssText = "flex:1 1 auto;min-height:0;width:100%;cursor:grab;touch-action:none";
     this.root.append(bar, this.canvas);
     this.orbit = { theta: 0, phi: Math.PI / 2, radius: 1, target: [0, 0, 0] };
+    this.pointSize = Number(this.sizeInput.value);
+    this.frames = 0;
+    this.url = null;
+    // the node's size decides the canvas' size: redraw at the new resolution whenever it changes
+    this.resizeObserver = new ResizeObserver(() => this.render());
+    this.resizeObserver.observe(this.canvas);
   }
 
-  /** Fetch and show a PLY, e.g. api.apiURL("/view?filename=cloud.ply&type=output"). */
+  /** Fetch and show a PLY, e.g. api.apiURL("/view?filename=cloud.ply&type=output"); the same URL again is a no-op. */
   async load(url) {
+    if (url === this.url && this.data) return this.data;
+    this.url = url;
     const response = await fetch(url);
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
     const data = parsePLY(await response.arrayBuffer());
+    if (url !== this.url) return data; // a newer file was asked for meanwhile
     this.data = data;
     this.root.dataset.points = String(data.points);
     this.root.dataset.cameras = String(data.cameras);
+    this.root.dataset.url = url;
     this.status.textContent = `${data.points.toLocaleString()} points · ${data.cameras} cameras`;
-    await this.build(data);
+    this.build(data);
     return data;
   }
 
-  async build(data) {
-    const THREE = await loadThree();
-    this.THREE = THREE;
-    try {
-      this.renderer ??= new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true, preserveDrawingBuffer: true });
-    } catch (e) {
+  /** Upload the points and camera edges, frame them, draw. */
+  build(data) {
+    const gl = this.gl ?? this.canvas.getContext("webgl", { antialias: true, preserveDrawingBuffer: true });
+    if (!gl) {
       this.root.dataset.webgl = "unavailable";
       this.status.textContent += " · WebGL unavailable: no 3D view";
       return;
     }
-    this.root.dataset.webgl = "ok";
-    this.scene = new THREE.Scene();
-    this.scene.background = new THREE.Color(0x202020);
-    // anydepth's world frame is OpenCV's (x right, y down, z forward): flip y and z for three.js (y up)
-    const world = new THREE.Group();
-    world.scale.set(1, -1, -1);
-    this.scene.add(world);
-    const n = data.points;
-    const cloud = new THREE.BufferGeometry();
-    cloud.setAttribute("position", new THREE.BufferAttribute(data.positions.subarray(0, 3 * n), 3));
-    cloud.setAttribute("color", new THREE.BufferAttribute(data.colors.subarray(0, 3 * n), 3));
-    this.material = new THREE.PointsMaterial({ size: Number(this.sizeInput.value), sizeAttenuation: false, vertexColors: true });
-    world.add(new THREE.Points(cloud, this.material));
-    if (data.edgePositions.length) {
-      const lines = new THREE.BufferGeometry();
-      lines.setAttribute("position", new THREE.BufferAttribute(data.edgePositions, 3));
-      lines.setAttribute("color", new THREE.BufferAttribute(data.edgeColors, 3));
-      world.add(new THREE.LineSegments(lines, new THREE.LineBasicMaterial({ vertexColors: true })));
+    if (!this.gl) {
+      this.gl = gl;
+      const program = gl.createProgram();
+      gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX_SHADER));
+      gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, FRAGMENT_SHADER));
+      gl.linkProgram(program);
+      if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(program) || "link error");
+      this.program = program;
+      this.attachControls();
     }
-    cloud.computeBoundingSphere();
-    const sphere = cloud.boundingSphere.clone().applyMatrix4(world.matrix.compose(world.position, world.quaternion, world.scale));
-    this.orbit = { theta: 0, phi: Math.PI / 2, radius: Math.max(sphere.radius * 2.5, 1e-3), target: sphere.center.toArray() };
-    this.camera = new THREE.PerspectiveCamera(50, 1, this.orbit.radius / 1000, this.orbit.radius * 100);
-    this.attachControls();
+    this.root.dataset.webgl = "ok";
+    // anydepth's world frame is OpenCV's (x right, y down, z forward): flip y and z for a y-up view
+    const flip = (xyz) => { const out = Float32Array.from(xyz); for (let i = 1; i < out.length; i += 3) { out[i] = -out[i]; out[i + 1] = -out[i + 1]; } return out; };
+    const points = flip(data.positions.subarray(0, 3 * data.points));
+    this.buffers = {
+      points: this.upload(points, data.colors.subarray(0, 3 * data.points)),
+      edges: this.upload(flip(data.edgePositions), data.edgeColors),
+    };
+    const sphere = boundingSphere(points);
+    this.orbit = { theta: 0, phi: Math.PI / 2, radius: Math.max(sphere.radius * 2.5, 1e-3), target: sphere.center };
     this.render();
   }
 
+  upload(positions, colors) {
+    const gl = this.gl;
+    const make = (values) => { const b = gl.createBuffer(); gl.bindBuffer(gl.ARRAY_BUFFER, b); gl.bufferData(gl.ARRAY_BUFFER, values, gl.STATIC_DRAW); return b; };
+    return { position: make(positions), color: make(colors), count: positions.length / 3 };
+  }
+
   attachControls() {
-    if (this.controlsAttached) return;
-    this.controlsAttached = true;
     let drag = null;
     this.canvas.addEventListener("pointerdown", (e) => {
       drag = [e.clientX, e.clientY];
-      this.canvas.setPointerCapture(e.pointerId);
+      this.canvas.setPointerCapture?.(e.pointerId);
+      e.stopPropagation(); // orbit the cloud, do not drag the node
     });
     this.canvas.addEventListener("pointerup", () => (drag = null));
     this.canvas.addEventListener("pointermove", (e) => {
@@ -209,24 +295,56 @@ export class PointCloudViewer {
   }
 
   setPointSize(size) {
-    if (this.material) this.material.size = size;
+    this.pointSize = size;
     this.root.dataset.pointSize = String(size);
     this.render();
   }
 
+  /** Draw at the canvas' current CSS size (called on every change, and by the ResizeObserver). */
   render() {
-    if (!this.renderer || !this.camera) return;
+    const gl = this.gl;
+    if (!gl || !this.buffers) return;
+    const ratio = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(this.canvas.clientWidth * ratio));
+    const h = Math.max(1, Math.round(this.canvas.clientHeight * ratio));
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
     const { theta, phi, radius, target } = this.orbit;
-    const w = Math.max(1, this.canvas.clientWidth);
-    const h = Math.max(1, this.canvas.clientHeight);
-    this.renderer.setSize(w, h, false);
-    this.camera.aspect = w / h;
-    this.camera.position.set(target[0] + radius * Math.sin(phi) * Math.sin(theta), target[1] + radius * Math.cos(phi),
-      target[2] + radius * Math.sin(phi) * Math.cos(theta));
-    this.camera.lookAt(target[0], target[1], target[2]);
-    this.camera.updateProjectionMatrix();
-    this.renderer.render(this.scene, this.camera);
+    const eye = [target[0] + radius * Math.sin(phi) * Math.sin(theta), target[1] + radius * Math.cos(phi),
+      target[2] + radius * Math.sin(phi) * Math.cos(theta)];
+    const mvp = multiply(perspective(FOV, w / h, radius / 1000, radius * 100), lookAt(eye, target, [0, 1, 0]));
+    gl.viewport(0, 0, w, h);
+    gl.clearColor(...BACKGROUND, 1);
+    gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
+    gl.enable(gl.DEPTH_TEST);
+    gl.useProgram(this.program);
+    gl.uniformMatrix4fv(gl.getUniformLocation(this.program, "mvp"), false, mvp);
+    gl.uniform1f(gl.getUniformLocation(this.program, "pointSize"), this.pointSize * ratio);
+    for (const [buffers, mode] of [[this.buffers.points, gl.POINTS], [this.buffers.edges, gl.LINES]]) {
+      if (!buffers.count) continue;
+      for (const [name, buffer] of [["position", buffers.position], ["color", buffers.color]]) {
+        const loc = gl.getAttribLocation(this.program, name);
+        gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+        gl.enableVertexAttribArray(loc);
+        gl.vertexAttribPointer(loc, 3, gl.FLOAT, false, 0, 0);
+      }
+      gl.drawArrays(mode, 0, buffers.count);
+    }
+    this.frames += 1;
+    this.root.dataset.frames = String(this.frames);
+    this.root.dataset.size = `${w}x${h}`;
   }
+}
+
+function showOutput(node, output) {
+  const file = output?.[UI_KEY]?.[0];
+  if (!file || !node.anydepthViewer) return false;
+  const query = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "", type: file.type ?? "output" });
+  node.anydepthShown = true;
+  node.anydepthViewer.load(api.apiURL(`/view?${query}`)).catch((e) => console.error(`[${EXTENSION}] loading failed`, e));
+  return true;
 }
 
 app.registerExtension({
@@ -247,12 +365,13 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       const result = onExecuted?.apply(this, arguments);
-      const file = output?.[UI_KEY]?.[0];
-      if (file && this.anydepthViewer) {
-        const query = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "", type: file.type ?? "output" });
-        this.anydepthViewer.load(api.apiURL(`/view?${query}`)).catch((e) => console.error(`[${EXTENSION}] loading failed`, e));
-      }
+      showOutput(this, output);
       return result;
     };
+    restoreOnConfigure(nodeType, UI_KEY, showOutput);
+  },
+
+  onNodeOutputsUpdated(nodeOutputs) {
+    watchNodeOutputs(nodeOutputs, NODE_TYPES, showOutput);
   },
 });

@@ -13,6 +13,8 @@ from .controlnet import ApplyDepthControlNet
 from .depth_nodes import DepthAnythingOneStep, DepthColormap, DepthToImage, EstimateDepth, LoadDepthModel
 from .depth_tools_nodes import AlignDepth, EstimateVideoDepth, LoadDepth, StabilizeDepth
 from .geometry_nodes import AnyViewGeometry, GeometryToPointCloud
+from .mesh_nodes import DepthToMesh, SaveMesh
+from .sequence_nodes import SequenceGeometry
 from .save import SaveDepth
 
 NODES: list[type[io.ComfyNode]] = [
@@ -29,6 +31,9 @@ NODES: list[type[io.ComfyNode]] = [
     LoadDepth,
     AnyViewGeometry,
     GeometryToPointCloud,
+    DepthToMesh,
+    SaveMesh,
+    SequenceGeometry,
 ]
 
 

@@ -70,7 +70,7 @@ class ApplyDepthControlNet(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, fit: str | None = None) -> bool | str:
-        return check_with(check_fit_mode, fit) or True  # an old word ("stretch") gets its new name
+        return check_with(check_fit_mode, fit)  # an old word ("stretch") gets its new name
 
     @classmethod
     def execute(cls, positive, negative, control_net, latent: dict, strength: float, start_percent: float,

@@ -7,6 +7,7 @@ calls the library: :mod:`anydepth.align`, :mod:`anydepth.video`, :mod:`anydepth.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -26,10 +27,13 @@ from anydepth.export import RAW_FORMATS, SUFFIX, export_format, load_depth
 from anydepth.kinds import ALL_KINDS, METRIC_DEPTH
 from anydepth.normalize import to_image
 from anydepth.tiling import check_tile_size
+from anydepth.sequence import tensor_frames
 from anydepth.video import STABILIZE_MODES, estimate_video, flicker, normalize_clip, stabilize_depth, static_mask
+from anydepth.video_io import read_video
 
+from .depth_nodes import snap_input_size
 from .types import Depth, DepthModel
-from .validation import check_choices, check_with
+from .validation import Choice, check_with
 
 CATEGORY = "anydepth"
 
@@ -86,12 +90,12 @@ class AlignDepth(io.ComfyNode):
                 Depth.Input("depth", tooltip="The depth to align (e.g. relative disparity from Estimate Depth)."),
                 Depth.Input("reference", tooltip="The reference with the wanted units, at the same size: one map for "
                                                  "the whole batch or one per image."),
-                io.Combo.Input("space", options=list(SPACES), default="direct",
+                Choice("space", options=list(SPACES), default="direct",
                                tooltip="direct: fit scale·depth + shift ≈ reference (both disparity, or both depth). "
                                        "disparity: depth is a disparity (relative Depth Anything), the reference a "
                                        "depth; the fit is done in 1/depth and the result is depth in the reference's "
                                        "units."),
-                io.Combo.Input("robust", options=list(ROBUST_OPTIONS), default="none", tooltip=_ROBUST_TOOLTIP),
+                Choice("robust", options=list(ROBUST_OPTIONS), default="none", tooltip=_ROBUST_TOOLTIP),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Pixels used for the fit (white); every pixel is aligned. One mask or one per "
                                       "image."),
@@ -108,10 +112,6 @@ class AlignDepth(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, space: str | None = None, robust: str | None = None) -> bool | str:
-        return check_choices(space=(space, SPACES), robust=(robust, ROBUST_OPTIONS))
-
-    @classmethod
     def execute(cls, depth: DepthResult, reference: DepthResult, space: str, robust: str,
                 mask: torch.Tensor | None = None, max_depth: float = 0.0) -> io.NodeOutput:
         kind = aligned_kind(depth.kind, reference.kind, space)
@@ -124,6 +124,24 @@ class AlignDepth(io.ComfyNode):
         return io.NodeOutput(aligned, report)
 
 
+def clip_frames(video, image: torch.Tensor | None, target_fps: float, max_frames: int, node: str):
+    """``(count or None, frames)`` of a ComfyUI VIDEO (decoded lazily from its file when it has one) or an IMAGE batch,
+    every frame or about ``target_fps`` per second, at most ``max_frames`` (0: no limit)."""
+    fps, limit = target_fps or None, max_frames or None
+    if video is not None:
+        source = getattr(video, "get_stream_source", None)
+        if source is not None:
+            src = read_video(source(), target_fps=fps, max_frames=limit)
+            return src.count, src.frames
+        parts = video.get_components()
+        return tensor_frames(parts.images, source_fps=float(parts.frame_rate), fps=fps, limit=limit)
+    if image is None:
+        raise ValueError(f"{node}: connect a video or an image batch")
+    if image.shape[0] == 0:
+        raise ValueError(f"{node}: the image batch has no frames")
+    return tensor_frames(image, limit=limit)
+
+
 class EstimateVideoDepth(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -131,14 +149,21 @@ class EstimateVideoDepth(io.ComfyNode):
             node_id="AnyDepthVideoDepth",
             display_name="Estimate Video Depth",
             category=CATEGORY,
-            description="Temporally stable depth for video frames: estimated in chunks (bounded memory), each frame "
-                        "aligned to a running or per-window reference so the depth does not flicker. Uses the model's "
-                        "memory management like Estimate Depth.",
+            description="Temporally stable depth for a video or video frames. With a Video Depth Anything model: its "
+                        "temporal network over 32-frame windows (or streaming), as the official code. With an image "
+                        "model: estimated in chunks (bounded memory), each frame aligned to a running or per-window "
+                        "reference so the depth does not flicker. Uses the model's memory management like Estimate "
+                        "Depth.",
             inputs=[
-                DepthModel.Input("depth_model", tooltip="A model from Load Depth Model."),
-                io.Image.Input("image", tooltip="The video frames, in order (an IMAGE batch)."),
+                DepthModel.Input("depth_model", tooltip="A model from Load Depth Model: Video Depth Anything (vda-*) "
+                                                        "or an image model (v1-/v2-)."),
+                io.Image.Input("image", optional=True, tooltip="The video frames, in order (an IMAGE batch); or connect "
+                                                               "a video."),
+                io.Video.Input("video", optional=True, tooltip="A video (e.g. from Load Video), decoded frame by frame; "
+                                                               "see target_fps and max_frames."),
                 io.Int.Input("input_size", default=518, min=14, max=4088, step=14,
-                             tooltip="Shorter side the network sees, a multiple of 14 (518 as in the reference)."),
+                             tooltip="Shorter side the network sees, a multiple of 14 (518 as in the reference; other "
+                                     "values are rounded to the nearest multiple)."),
                 io.Int.Input("batch_size", default=4, min=1, max=256,
                              tooltip="Frames per forward pass; lowered automatically to fit free memory."),
                 io.Int.Input("chunk_size", default=16, min=1, max=4096,
@@ -147,11 +172,11 @@ class EstimateVideoDepth(io.ComfyNode):
                 io.Int.Input("overlap", default=4, min=0, max=4095,
                              tooltip="clip mode: frames shared by consecutive chunks, tying their scales together; "
                                      "less than chunk_size."),
-                io.Combo.Input("mode", options=list(STABILIZE_MODES), default="running",
-                               tooltip="running: align each frame to an exponential moving average that starts at the "
-                                       "first frame (keeps its units, e.g. metres). clip: align each window to its "
-                                       "temporal median."),
-                io.Combo.Input("robust", options=list(ROBUST_OPTIONS), default="irls", tooltip=_ROBUST_TOOLTIP),
+                Choice("mode", options=list(STABILIZE_MODES), default="running",
+                       tooltip="running: align each frame to an exponential moving average that starts at the "
+                               "first frame (keeps its units, e.g. metres). clip: align each window to its "
+                               "temporal median."),
+                Choice("robust", options=list(ROBUST_OPTIONS), default="irls", tooltip=_ROBUST_TOOLTIP),
                 io.Float.Input("momentum", default=0.2, min=0.01, max=1.0, step=0.01, tooltip=_MOMENTUM_TOOLTIP),
                 io.Float.Input("static_threshold", default=0.0, min=0.0, max=1.0, step=0.005,
                                tooltip="0: fit on every pixel. Otherwise fit only on pixels whose colour varies less "
@@ -160,8 +185,15 @@ class EstimateVideoDepth(io.ComfyNode):
                 io.Int.Input("tile_size", default=0, min=0, max=16384, step=1, optional=True,
                              tooltip="0: off. Otherwise frames larger than this many pixels also get native-resolution "
                                      "tiles of this size (see Estimate Depth)."),
-                io.Combo.Input("tta", options=list(TTA_MODES), default="none", optional=True,
-                               tooltip="flip: average with the mirrored frame's prediction (twice the compute)."),
+                Choice("tta", options=list(TTA_MODES), default="none", optional=True,
+                       tooltip="flip: average with the mirrored frame's prediction (twice the compute)."),
+                io.Float.Input("target_fps", default=0.0, min=0.0, max=240.0, step=0.5, optional=True,
+                               tooltip="video: frames per second to keep, by their timestamps (0 = every frame)."),
+                io.Int.Input("max_frames", default=0, min=0, max=1_000_000, optional=True,
+                             tooltip="At most this many frames (0 = all)."),
+                io.Boolean.Input("streaming", default=False, optional=True,
+                                 tooltip="Video Depth Anything only: the online mode, one frame at a time against "
+                                         "cached states (constant memory, a little less consistent)."),
             ],
             outputs=[
                 Depth.Output(display_name="depth", tooltip="Stabilised raw depth of every frame, with its kind."),
@@ -172,18 +204,38 @@ class EstimateVideoDepth(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, chunk_size: int | None = None, overlap: int | None = None, mode: str | None = None,
-                        robust: str | None = None, tile_size: int | None = None, tta: str | None = None) -> bool | str:
-        if chunk_size is not None and overlap is not None and overlap >= chunk_size:
-            return f"overlap ({overlap}) must be less than chunk_size ({chunk_size})"
-        return check_with(check_tile_size, tile_size) or check_choices(
-            tta=(tta, TTA_MODES), mode=(mode, STABILIZE_MODES), robust=(robust, ROBUST_OPTIONS))
+    def validate_inputs(cls, tile_size: int | None = None) -> bool | str:
+        # one input only (see nodes.validation); overlap < chunk_size is checked by the library before any work
+        return check_with(check_tile_size, tile_size)
 
     @classmethod
-    def execute(cls, depth_model, image: torch.Tensor, input_size: int, batch_size: int, chunk_size: int, overlap: int,
-                mode: str, robust: str, momentum: float, static_threshold: float, tile_size: int = 0,
-                tta: str = "none") -> io.NodeOutput:
-        estimator = depth_model.require_depth_estimator("Estimate Video Depth")
+    def execute(cls, depth_model, image: torch.Tensor | None = None, input_size: int = 518, batch_size: int = 4,
+                chunk_size: int = 16, overlap: int = 4, mode: str = "running", robust: str = "irls", momentum: float = 0.2,
+                static_threshold: float = 0.0, tile_size: int = 0, tta: str = "none", target_fps: float = 0.0,
+                max_frames: int = 0, streaming: bool = False, video=None) -> io.NodeOutput:
+        node = "Estimate Video Depth"
+        input_size = snap_input_size(input_size, node)
+        count, frames = clip_frames(video, image, target_fps, max_frames, node)
+        if depth_model.is_video:
+            if tile_size or tta != "none":
+                raise ValueError(f"{node}: tile_size and tta are for image models; Video Depth Anything runs whole "
+                                 "frames. Set tile_size 0 and tta none")
+            estimator = copy.copy(depth_model.estimator)  # the cached model, with this run's frames per pass
+            estimator.batch_size = batch_size
+            bar = comfy.utils.ProgressBar(count or 1)
+            result = estimator.estimate(frames, streaming=streaming, input_size=input_size,
+                                        callback=lambda done, total: bar.update_absolute(done, total or count or done))
+            control = to_image(normalize_clip(result.depth, result.kind)).to(mm.intermediate_device())
+            return io.NodeOutput(replace(result, depth=result.depth.to(mm.intermediate_device())), control)
+        if streaming:
+            raise ValueError(f"{node}: streaming needs a Video Depth Anything model (vda-*); "
+                             f"{depth_model.path.name} is an image model, stabilised by mode running / clip instead")
+        estimator = depth_model.require_depth_estimator(node)
+        if video is not None or (max_frames and image.shape[0] > max_frames):  # the image estimator takes a batch
+            image = list(frames)
+            if not image:
+                raise ValueError(f"{node}: the video has no frames")
+            image = torch.stack(image)
         bar = comfy.utils.ProgressBar(image.shape[0])
         video = estimate_video(estimator, image, chunk_size=chunk_size, overlap=overlap, mode=mode, momentum=momentum,
                                robust=_robust(robust), static_threshold=static_threshold or None,
@@ -207,10 +259,10 @@ class StabilizeDepth(io.ComfyNode):
                         "after.",
             inputs=[
                 Depth.Input("depth", tooltip="Raw depth of the frames, in order (e.g. Estimate Depth on a video)."),
-                io.Combo.Input("mode", options=list(STABILIZE_MODES), default="running",
-                               tooltip="running: exponential moving average reference starting at the first frame "
-                                       "(keeps its units). clip: the temporal median of the whole batch."),
-                io.Combo.Input("robust", options=list(ROBUST_OPTIONS), default="irls", tooltip=_ROBUST_TOOLTIP),
+                Choice("mode", options=list(STABILIZE_MODES), default="running",
+                       tooltip="running: exponential moving average reference starting at the first frame "
+                               "(keeps its units). clip: the temporal median of the whole batch."),
+                Choice("robust", options=list(ROBUST_OPTIONS), default="irls", tooltip=_ROBUST_TOOLTIP),
                 io.Float.Input("momentum", default=0.2, min=0.01, max=1.0, step=0.01, tooltip=_MOMENTUM_TOOLTIP),
                 io.Image.Input("frames", optional=True,
                                tooltip="The colour frames the depth came from: pixels whose colour stays put are used "
@@ -226,10 +278,6 @@ class StabilizeDepth(io.ComfyNode):
                                          "pixels relative to the clip's spread (null for a single frame)."),
             ],
         )
-
-    @classmethod
-    def validate_inputs(cls, mode: str | None = None, robust: str | None = None) -> bool | str:
-        return check_choices(mode=(mode, STABILIZE_MODES), robust=(robust, ROBUST_OPTIONS))
 
     @classmethod
     def execute(cls, depth: DepthResult, mode: str, robust: str, momentum: float, frames: torch.Tensor | None = None,
@@ -328,16 +376,16 @@ class LoadDepth(io.ComfyNode):
                                tooltip="Raw depth files in ComfyUI's input folder and its sub-folders (.npy, .npz, "
                                        ".exr, 16-bit raw-depth .png). Copy files from the output folder there to load "
                                        "them."),
-                io.Combo.Input("kind", options=list(KIND_OPTIONS), default=AUTO_KIND,
-                               tooltip="What the values mean. from file: as recorded by Save Depth (files from other "
-                                       "tools need a choice: disparity = larger is nearer, metric_depth = metres)."),
+                Choice("kind", options=list(KIND_OPTIONS), default=AUTO_KIND,
+                       tooltip="What the values mean. from file: as recorded by Save Depth (files from other "
+                               "tools need a choice: disparity = larger is nearer, metric_depth = metres)."),
             ],
             outputs=[Depth.Output(display_name="depth", tooltip="The raw depth as saved, one map, with its kind.")],
         )
 
     @classmethod
-    def validate_inputs(cls, file: str | None = None, kind: str | None = None) -> bool | str:
-        return check_with(check_depth_file, file) or check_choices(kind=(kind, KIND_OPTIONS))
+    def validate_inputs(cls, file: str | None = None) -> bool | str:
+        return check_with(check_depth_file, file)
 
     @classmethod
     def fingerprint_inputs(cls, file: str, kind: str):

@@ -2,8 +2,10 @@
 
 ``Any-View Geometry`` runs a DA3 model on an IMAGE batch as one scene; its ``GEOMETRY`` output carries the
 whole :class:`~anydepth.anyview.GeometryResult` to ``Geometry to Point Cloud``, which writes PLY / GLB files
-into the output folder. The fused cloud is also written to the temp folder for the 3D viewer
-(``js/anydepth_pointcloud.js``, UI key ``anydepth_geometry``).
+into the output folder. Both show a point cloud in the 3D viewer (``js/anydepth_pointcloud.js``, UI key
+``anydepth_geometry``): Any-View Geometry a preview PLY in the temp folder, Geometry to Point Cloud the PLY it saved
+(or, for GLB only or more than :data:`PREVIEW_POINTS` points, a preview PLY of the same cloud). Both are output
+nodes, like core's preview nodes, so ComfyUI re-sends the viewer's file when a run is cached.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from comfy_api.latest import io, ui
 
 from anydepth.anyview import GeometryResult
 from anydepth.geometry import cameras_to_json
-from anydepth.models.da3 import REF_VIEW_STRATEGIES
+from anydepth.models.da3 import POSE_METHODS, REF_VIEW_STRATEGIES
 from anydepth.normalize import to_image
-from anydepth.scene import confidence_map, parse_cameras, write_point_cloud
+from anydepth.scene import confidence_map, field_of_view, parse_cameras, sky_mask, write_point_cloud
 
+from .depth_nodes import AUTO_MAX_TOKENS, library_max_tokens, max_tokens_input
 from .types import Depth, DepthModel, Geometry
-from .validation import check_choices
+from .validation import Choice
 
 CATEGORY = "anydepth/geometry"
 UI_KEY = "anydepth_geometry"
@@ -37,6 +40,15 @@ PREVIEW_POINTS = 200_000
 def _saved(path: str, base: str, folder_type: io.FolderType) -> ui.SavedResult:
     rel = os.path.relpath(path, base)
     return ui.SavedResult(os.path.basename(rel), os.path.dirname(rel), folder_type)
+
+
+def _preview_ply(result: GeometryResult, conf_percentile: float = 40.0, max_points: int = PREVIEW_POINTS) -> ui.SavedResult:
+    """Write the viewer's PLY of ``result`` (at most :data:`PREVIEW_POINTS` points) into the temp folder."""
+    temp = folder_paths.get_temp_directory()
+    folder, filename, counter, _, _ = folder_paths.get_save_image_path("anydepth/geometry", temp)
+    saved = write_point_cloud(result, {"ply": os.path.join(folder, f"{filename}_{counter:05}_.ply")},
+                              conf_percentile=conf_percentile, max_points=min(max_points, PREVIEW_POINTS))
+    return _saved(saved.paths["ply"], temp, io.FolderType.temp)
 
 
 class AnyViewGeometry(io.ComfyNode):
@@ -52,9 +64,9 @@ class AnyViewGeometry(io.ComfyNode):
                 DepthModel.Input("depth_model", tooltip="A Depth Anything 3 model from Load Depth Model "
                                                         "(a DA3 model.safetensors in models/depthanything3)."),
                 io.Image.Input("image", tooltip="The views of one scene (an IMAGE batch, e.g. photos or video frames)."),
-                io.Combo.Input("ref_view_strategy", options=list(REF_VIEW_STRATEGIES), default="saddle_balanced",
-                               tooltip="Which view's camera becomes the world frame (3 or more views, no known poses); "
-                                       "saddle_balanced is the official default."),
+                Choice("ref_view_strategy", options=list(REF_VIEW_STRATEGIES), default="saddle_balanced",
+                       tooltip="Which view's camera becomes the world frame (3 or more views, no known poses); "
+                               "saddle_balanced is the official default."),
                 io.Int.Input("process_res", default=504, min=14, max=4088, step=14,
                              tooltip="Longer side the network sees (504 as the official default), a multiple of 14. "
                                      "Memory grows with the views and quadratically with this."),
@@ -62,6 +74,11 @@ class AnyViewGeometry(io.ComfyNode):
                                 tooltip="Optional known cameras as JSON: a list with one entry per image holding "
                                         "'intrinsics' (3×3, pixels of that image) and optionally 'extrinsics' (3×4 "
                                         "world-to-camera), like the camera_poses output. Empty: estimated."),
+                max_tokens_input("process_res"),
+                Choice("pose_method", options=list(POSE_METHODS), default="cam_dec", optional=True,
+                       tooltip="Where predicted cameras come from: cam_dec, the camera decoder (official default), or "
+                               "ray_pose, solved from the ray output (the official use_ray_pose; any-view models). "
+                               "Try both if the 3D result looks distorted."),
             ],
             outputs=[
                 Depth.Output(display_name="depth", tooltip="Depth at each input's size (kind 'depth' or metres): "
@@ -70,35 +87,42 @@ class AnyViewGeometry(io.ComfyNode):
                 io.String.Output(display_name="camera_poses", tooltip="Cameras as JSON: per view 'extrinsics' (3×4 "
                                                                       "world-to-camera) and 'intrinsics' (3×3 pixels)."),
                 Geometry.Output(display_name="geometry", tooltip="Everything above plus colours, for Geometry to Point Cloud."),
+                io.Mask.Output(display_name="sky_mask", tooltip="Sky = 1 (sky score >= 0.5, mono / metric / nested "
+                                                                "models; all 0 for any-view models), e.g. for Depth to "
+                                                                "Image's sky_mask."),
+                io.Mask.Output(display_name="confidence_mask", tooltip="Confidence per pixel in 0..1 (min-max over all "
+                                                                       "views; all 0 without confidence)."),
+                io.Float.Output(display_name="fov_degrees", tooltip="Horizontal field of view in degrees (mean over the "
+                                                                     "views; 0 without intrinsics)."),
+                io.Float.Output(display_name="focal_length", tooltip="Focal length fx in pixels of the input images "
+                                                                     "(mean over the views; 0 without intrinsics)."),
             ],
+            is_output_node=True,  # like core's preview nodes: the viewer's file is re-sent when the run is cached
         )
 
     @classmethod
-    def validate_inputs(cls, ref_view_strategy: str | None = None, process_res: int | None = None) -> bool | str:
+    def validate_inputs(cls, process_res: int | None = None) -> bool | str:
         if process_res is not None and process_res % 14:
-            return f"process_res must be a multiple of 14, got {process_res}"
-        return check_choices(ref_view_strategy=(ref_view_strategy, REF_VIEW_STRATEGIES))
+            return f"process_res must be a multiple of 14 (the network's patch size), got {process_res}; e.g. 504"
+        return True
 
     @classmethod
     def execute(cls, depth_model, image: torch.Tensor, ref_view_strategy: str, process_res: int,
-                cameras: str = "") -> io.NodeOutput:
+                cameras: str = "", max_tokens: int = AUTO_MAX_TOKENS, pose_method: str = "cam_dec") -> io.NodeOutput:
         estimator = depth_model.require_anyview_estimator("Any-View Geometry")
         extrinsics = intrinsics = None
         if cameras and cameras.strip():  # empty: estimate the cameras
             extrinsics, intrinsics = parse_cameras(cameras, image.shape[0], source="cameras input")
         bar = comfy.utils.ProgressBar(image.shape[0])
         res = estimator.estimate(image, extrinsics=extrinsics, intrinsics=intrinsics, ref_view_strategy=ref_view_strategy,
-                                 process_res=process_res, callback=lambda done, total: bar.update_absolute(done, total))
+                                 process_res=process_res, max_tokens=library_max_tokens(max_tokens), pose_method=pose_method,
+                                 callback=lambda done, total: bar.update_absolute(done, total))
         poses = json.dumps(cameras_to_json(res.extrinsics, res.intrinsics, sizes=res.input_sizes)) if res.has_cameras else "[]"
-        ui_out = None
-        if res.has_cameras:
-            temp = folder_paths.get_temp_directory()
-            folder, filename, counter, _, _ = folder_paths.get_save_image_path("anydepth/geometry", temp)
-            saved = write_point_cloud(res, {"ply": os.path.join(folder, f"{filename}_{counter:05}_.ply")},
-                                      max_points=PREVIEW_POINTS)
-            ui_out = {UI_KEY: [_saved(saved.paths["ply"], temp, io.FolderType.temp)]}
-        confidence = to_image(confidence_map(res)).to(mm.intermediate_device())
-        return io.NodeOutput(res.depth_result(), confidence, poses, res, ui=ui_out)
+        ui_out = {UI_KEY: [_preview_ply(res)]} if res.has_cameras else None
+        conf01 = confidence_map(res).to(mm.intermediate_device())
+        fov, focal = field_of_view(res)
+        return io.NodeOutput(res.depth_result(), to_image(conf01), poses, res,
+                             sky_mask(res).to(mm.intermediate_device()), conf01, fov, focal, ui=ui_out)
 
 
 class GeometryToPointCloud(io.ComfyNode):
@@ -112,9 +136,9 @@ class GeometryToPointCloud(io.ComfyNode):
                         "and save it with the camera frusta as PLY and/or GLB in the output folder.",
             inputs=[
                 Geometry.Input("geometry", tooltip="From Any-View Geometry."),
-                io.Combo.Input("format", options=list(FORMATS), default="ply",
-                               tooltip="ply: binary PLY (points, then 5 vertices and 8 edges per camera). glb: glTF "
-                                       "binary (points + camera lines), turned so that the first camera looks along -z."),
+                Choice("format", options=list(FORMATS), default="ply",
+                       tooltip="ply: binary PLY (points, then 5 vertices and 8 edges per camera). glb: glTF "
+                               "binary (points + camera lines), turned so that the first camera looks along -z."),
                 io.Float.Input("conf_percentile", default=40.0, min=0.0, max=99.0, step=1.0,
                                tooltip="Drop the least confident pixels: this percentage of them (official default 40)."),
                 io.Int.Input("max_points", default=1_000_000, min=1, max=100_000_000,
@@ -125,10 +149,6 @@ class GeometryToPointCloud(io.ComfyNode):
             outputs=[],
             is_output_node=True,
         )
-
-    @classmethod
-    def validate_inputs(cls, format: str | None = None) -> bool | str:
-        return check_choices(format=(format, FORMATS))
 
     @classmethod
     def execute(cls, geometry: GeometryResult, format: str, conf_percentile: float, max_points: int,
@@ -142,4 +162,8 @@ class GeometryToPointCloud(io.ComfyNode):
         saved = write_point_cloud(geometry, {f: f"{stem}.{f}" for f in format.split("+")},
                                   conf_percentile=conf_percentile, max_points=max_points)
         files = [_saved(path, out, io.FolderType.output) for path in saved.paths.values()]
-        return io.NodeOutput(ui={"point_clouds": files, "points": [saved.points], "cameras": [saved.cameras]})
+        # the viewer shows the saved PLY itself when it is small enough, else a preview subset of the same cloud
+        shown = (files[list(saved.paths).index("ply")] if "ply" in saved.paths and saved.points <= PREVIEW_POINTS
+                 else _preview_ply(geometry, conf_percentile, max_points))
+        return io.NodeOutput(ui={"point_clouds": files, "points": [saved.points], "cameras": [saved.cameras],
+                                 UI_KEY: [shown]})

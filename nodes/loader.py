@@ -19,7 +19,8 @@ import comfy.model_management as mm
 from anydepth.anyview import AnyViewEstimator
 from anydepth.catalog import Variant
 from anydepth.estimator import DepthEstimator
-from anydepth.models import ModelConfig
+from anydepth.models import ModelConfig, VideoModelConfig
+from anydepth.video_model import VideoDepthEstimator
 from anydepth.weights import build_model, read_checkpoint, resolve_checkpoint
 
 from . import folders
@@ -40,14 +41,15 @@ class DepthModel:
     """What travels through a ``DEPTH_MODEL`` socket.
 
     Attributes:
-        estimator: a :class:`~anydepth.estimator.DepthEstimator` (V1/V2: batching, dtype, OOM fallback) or
-            an :class:`~anydepth.anyview.AnyViewEstimator` (Depth Anything 3: any-view depth and cameras).
+        estimator: a :class:`~anydepth.estimator.DepthEstimator` (V1/V2: batching, dtype, OOM fallback),
+            an :class:`~anydepth.anyview.AnyViewEstimator` (Depth Anything 3: any-view depth and cameras) or a
+            :class:`~anydepth.video_model.VideoDepthEstimator` (Video Depth Anything: temporally consistent clips).
         memory: the ComfyUI memory bridge that places the network.
         path: the checkpoint file or folder it was read from.
         variant: the catalogue entry, when the file is a known one.
     """
 
-    estimator: DepthEstimator | AnyViewEstimator
+    estimator: DepthEstimator | AnyViewEstimator | VideoDepthEstimator
     memory: ComfyMemory
     path: Path
     variant: Variant | None
@@ -61,8 +63,16 @@ class DepthModel:
         """A Depth Anything 3 model (runs in Any-View Geometry, not in Estimate Depth)."""
         return isinstance(self.estimator, AnyViewEstimator)
 
+    @property
+    def is_video(self) -> bool:
+        """A Video Depth Anything model (runs in Estimate Video Depth only)."""
+        return isinstance(self.estimator, VideoDepthEstimator)
+
     def require_depth_estimator(self, node: str) -> DepthEstimator:
-        """The V1/V2 estimator, or a clear error naming ``node`` for a DA3 model."""
+        """The V1/V2 estimator, or a clear error naming ``node`` for a DA3 or VDA model."""
+        if self.is_video:
+            raise ValueError(f"{node}: {self.path.name} is a Video Depth Anything model (temporal: it needs the frames "
+                             "of a clip together); connect it to Estimate Video Depth, or load a v1-/v2- model here")
         if self.is_da3:
             raise ValueError(f"{node}: {self.path.name} is a Depth Anything 3 model; {node} runs Depth Anything V1/V2 "
                              "models. Connect it to Any-View Geometry (its DEPTH output works with Depth to Image, Save "
@@ -72,7 +82,8 @@ class DepthModel:
     def require_anyview_estimator(self, node: str) -> AnyViewEstimator:
         """The DA3 estimator, or a clear error naming ``node`` for a V1/V2 model."""
         if not self.is_da3:
-            raise ValueError(f"{node}: {self.path.name} is a Depth Anything V1/V2 model; {node} needs a Depth Anything 3 "
+            what = "Video Depth Anything" if self.is_video else "Depth Anything V1/V2"
+            raise ValueError(f"{node}: {self.path.name} is a {what} model; {node} needs a Depth Anything 3 "
                              "model (a DA3 model.safetensors in models/depthanything3). Use Estimate Depth for V1/V2 models")
         return self.estimator
 
@@ -130,6 +141,8 @@ def load(option: str, dtype: str = "auto", memory: str = "managed") -> DepthMode
         bridge = ComfyMemory(net, offload_after_use=memory == "offload_after_use", load_device=load_device)
         if isinstance(ckpt.config, ModelConfig):
             estimator = DepthEstimator(net, memory=bridge, dtype=torch_dtype, output_device=mm.intermediate_device())
+        elif isinstance(ckpt.config, VideoModelConfig):  # Video Depth Anything: windows or streaming over clips
+            estimator = VideoDepthEstimator(net, memory=bridge, dtype=torch_dtype, output_device=mm.intermediate_device())
         else:  # Depth Anything 3 (any-view, mono, metric or nested)
             estimator = AnyViewEstimator(net, memory=bridge, dtype=torch_dtype, output_device=mm.intermediate_device())
         model = DepthModel(estimator, bridge, resolved.path, variant)

@@ -14,6 +14,8 @@ from comfy_api.latest import io
 
 from anydepth.normalize import NORMALIZE_OPTIONS, NormalizeOption
 
+from .validation import Choice
+
 
 def _tooltip(option: NormalizeOption, note: str) -> str:
     text = option.help[0].upper() + option.help[1:]
@@ -33,7 +35,7 @@ def _input(option: NormalizeOption, default: object, choices: Sequence[str] | No
         return io.Float.Input(option.name, default=value, min=option.min, max=option.max, step=option.step,
                               tooltip=tooltip)
     options = list(choices if choices is not None else option.choices)
-    return io.Combo.Input(option.name, options=options, default=default, tooltip=tooltip)
+    return Choice(option.name, options=options, default=default, tooltip=tooltip)  # checked by ComfyUI at queue time
 
 
 def normalize_inputs(*names: str, defaults: Mapping[str, object] | None = None,

@@ -16,11 +16,11 @@ from comfy_api.latest import io, ui
 from anydepth.batch import OutputSpec
 from anydepth.estimator import DepthResult
 from anydepth.export import CONTROL_FORMATS, RAW_FORMATS, SUFFIX, check_format, is_raw_format, save_control_image, save_depth
-from anydepth.normalize import NORMALIZE_MODES, SCOPES, normalize_depth
+from anydepth.normalize import normalize_depth
 
 from .options import normalize_inputs, normalize_kwargs
 from .types import Depth
-from .validation import check_choices, check_with
+from .validation import check_with
 
 FORMATS: tuple[str, ...] = (*CONTROL_FORMATS, *RAW_FORMATS, *(f"{c}+{r}" for c in CONTROL_FORMATS for r in RAW_FORMATS))
 """The format dropdown: a control image, raw depth, or a control image and raw depth under one number."""
@@ -77,8 +77,8 @@ class SaveDepth(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, format: str | None = None, mode: str | None = None, scope: str | None = None) -> bool | str:
-        return check_with(split_format, format) or check_choices(mode=(mode, NORMALIZE_MODES), scope=(scope, SCOPES))
+    def validate_inputs(cls, format: str | None = None) -> bool | str:
+        return check_with(split_format, format)  # names a retired format's new name
 
     @classmethod
     def execute(cls, depth: DepthResult, filename_prefix: str, format: str, **options) -> io.NodeOutput:

@@ -11,7 +11,8 @@ temporary base directory (models, input, output, user) so nothing touches the ca
   (so the pack must bring its own), then talks HTTP to it.
 
 The state behind both is kept at module level: however many test modules import these fixtures,
-ComfyUI is imported once and the server started once per session.
+ComfyUI is imported once and the server started once per session (once per frontend: the browser tests also
+serve a newer ``comfyui-frontend-package`` with ``--front-end-root``, see :func:`start_server`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ PACK_FOLDER_NAME = "comfyui-anydepth.copy"
 
 ANYDEPTH_NODES = ("AnyDepthLoadModel", "AnyDepthEstimate", "AnyDepthToImage", "AnyDepthColormap", "AnyDepthAnything",
                   "AnyDepthApplyControlNet", "AnyDepthSave", "AnyDepthAlign", "AnyDepthVideoDepth", "AnyDepthStabilize",
-                  "AnyDepthLoadDepth", "AnyDepthAnyViewGeometry", "AnyDepthGeometryToPointCloud")
+                  "AnyDepthLoadDepth", "AnyDepthAnyViewGeometry", "AnyDepthGeometryToPointCloud",
+                  "AnyDepthDepthToMesh", "AnyDepthSaveMesh", "AnyDepthSequenceGeometry")
 
 
 RELATIVE_FILE = "depth_anything_v2_vits.pth"
@@ -216,9 +218,9 @@ class ComfyServer:
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read())
+                return r.status, json.loads(r.read() or b"{}")  # some routes (/interrupt) answer with no body
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+            return e.code, json.loads(e.read() or b"{}")
 
     def run(self, prompt: dict, timeout: float = 120.0) -> dict:
         """POST a prompt, wait for it in /history and return its history entry (status checked by the caller)."""
@@ -238,7 +240,8 @@ class ComfyServer:
         raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log[-4000:]}")
 
 
-_server: ComfyServer | None = None
+_servers: dict[str, ComfyServer] = {}
+"""One server per frontend folder ('' for the tree's own frontend)."""
 
 
 def _free_port() -> int:
@@ -257,10 +260,12 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def start_server() -> ComfyServer:
-    global _server
-    if _server is not None:
-        return _server
+def start_server(front_end_root: Path | None = None) -> ComfyServer:
+    """The server of this session for ``front_end_root`` (``None``: the frontend package of the environment),
+    started on first use."""
+    key = str(front_end_root or "")
+    if key in _servers:
+        return _servers[key]
     runtime = comfy_runtime.ensure()
     base = Path(tempfile.mkdtemp(prefix="anydepth-comfy-server-"))
     _rmtree_at_exit(str(base))
@@ -280,6 +285,8 @@ def start_server() -> ComfyServer:
     cmd = [sys.executable, str(Path(__file__).with_name("comfy_launch.py")), "--cpu", "--listen", "127.0.0.1",
            "--port", str(port), "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
            "--disable-api-nodes", "--disable-metadata"]
+    if front_end_root is not None:
+        cmd += ["--front-end-root", str(front_end_root)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=runtime.comfy_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
     atexit.register(_stop, process)
@@ -295,7 +302,7 @@ def start_server() -> ComfyServer:
             if time.monotonic() > deadline:
                 raise AssertionError(f"ComfyUI did not answer in 180 s:\n{server.log[-6000:]}") from None
             time.sleep(0.5)
-    _server = server
+    _servers[key] = server
     return server
 
 

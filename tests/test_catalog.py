@@ -177,7 +177,7 @@ def _community_file(name: str, path):
     """The official tiny network a community DA3 name stands for, written as that single file; the config it implies."""
     from tiny_da3 import TINY_FILE, TINY_MONO, official_nested, official_tiny, write_single_file
 
-    giant = replace(TINY_FILE, arch=replace(TINY_FILE.arch, ffn="swiglu"))  # GIANT's SwiGLU MLP
+    giant = replace(TINY_FILE, arch=replace(TINY_FILE.arch, ffn="swiglu"), gaussians=True)  # GIANT's SwiGLU MLP and GS head
     mono = replace(TINY_MONO, name="")
     metric = replace(mono, metric=True)
     if name == "da3nested-giant-large-1.1":
@@ -212,3 +212,66 @@ def test_community_da3_file_names_load_strictly(name, tmp_path):
         x = torch.randn(1, 2, 3, 42, 56, generator=torch.Generator().manual_seed(7))
         with torch.no_grad():
             assert rel_error(net(x).depth, ref(x).depth) <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ Video Depth Anything
+
+#: The six published checkpoints: (repo, file, license) as the hub and the official README give them.
+VDA_RELEASES = {
+    "vda-small": ("depth-anything/Video-Depth-Anything-Small", "video_depth_anything_vits.pth", "Apache-2.0"),
+    "vda-base": ("depth-anything/Video-Depth-Anything-Base", "video_depth_anything_vitb.pth", "CC-BY-NC-4.0"),
+    "vda-large": ("depth-anything/Video-Depth-Anything-Large", "video_depth_anything_vitl.pth", "CC-BY-NC-4.0"),
+    "vda-metric-small": ("depth-anything/Metric-Video-Depth-Anything-Small", "metric_video_depth_anything_vits.pth",
+                         "Apache-2.0"),
+    "vda-metric-base": ("depth-anything/Metric-Video-Depth-Anything-Base", "metric_video_depth_anything_vitb.pth",
+                        "CC-BY-NC-4.0"),
+    "vda-metric-large": ("depth-anything/Metric-Video-Depth-Anything-Large", "metric_video_depth_anything_vitl.pth",
+                         "CC-BY-NC-4.0"),
+}
+
+
+def test_vda_entries_name_the_published_repos_files_and_licenses():
+    assert {k for k, v in VARIANTS.items() if v.family == "vda"} == set(VDA_RELEASES)
+    for name, (repo, file, license) in VDA_RELEASES.items():
+        v = get_variant(name)
+        assert (v.repo_id, v.files, v.license, v.layout) == (repo, (file,), license, "vda")
+        assert v.kind == (METRIC_DEPTH if "metric" in name else "disparity") and v.max_depth is None
+        assert v.encoder == {"small": "vits", "base": "vitb", "large": "vitl"}[name.rsplit("-", 1)[1]]
+
+
+@pytest.mark.parametrize("name", ["vda-small", "vda-metric-small"])
+def test_tiny_vda_and_v2_files_are_told_apart_and_load_strictly(name, tmp_path):
+    from anydepth.models import DepthAnything, VideoDepthAnything
+    from tiny_vda import v2_state_dict, vda_config, vda_state_dict, write_vda
+
+    variant = get_variant(name)
+    models = tmp_path / "videodepthanything"
+    vda = write_vda(vda_state_dict(seed=3), models / variant.local_name)  # the published name and layout (.pth)
+    v2 = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(v2_state_dict(seed=3), v2)  # the V2 part of the same weights, in V2's layout
+
+    assert resolve_checkpoint(name, models_dir=models, download_missing=False).path == vda
+    ckpt = read_checkpoint(vda)
+    assert ckpt.format == "vda" and ckpt.variant is variant and ckpt.config.name == name
+    assert ckpt.config == vda_config(metric="metric" in name)
+    net = build_model(ckpt)  # strict: every published key, no other
+    assert isinstance(net, VideoDepthAnything) and net.config.kind == variant.kind
+    image = build_model(read_checkpoint(v2))
+    assert read_checkpoint(v2).format == "original" and isinstance(image, DepthAnything)
+    # the same backbone tensors, wherever they came from
+    torch.testing.assert_close(net.pretrained.patch_embed.proj.weight, image.pretrained.patch_embed.proj.weight)
+    st = write_vda(vda_state_dict(seed=3), tmp_path / "renamed_vda.safetensors")  # a community copy
+    assert read_checkpoint(st).format == "vda" and read_checkpoint(st).config.kind == "disparity"
+    assert type(load_model(st)) is VideoDepthAnything
+
+
+def test_a_damaged_vda_file_names_what_is_missing(tmp_path):
+    from tiny_vda import vda_state_dict, write_vda
+
+    sd = vda_state_dict()
+    del sd["head.motion_modules.3.temporal_transformer.proj_out.weight"]
+    path = write_vda(sd, tmp_path / "video_depth_anything_vits.pth")
+    with pytest.raises(ValueError, match=r"1 missing keys \(head.motion_modules.3.temporal_transformer.proj_out.weight\)"):
+        load_model(path)
+    with pytest.raises(ValueError, match="no family/max_depth override"):
+        read_checkpoint(write_vda(vda_state_dict(), tmp_path / "v.pth"), max_depth=20.0)

@@ -6,6 +6,7 @@ The library (:class:`anydepth.anyview.AnyViewEstimator` on the same file and ima
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_da3_graph_matches_the_library(comfy, da3_file, images, monkeypatch):
 
     def spy(cls, *args, **kwargs):
         out = real(cls, *args, **kwargs)
-        seen["depth"], seen["confidence"], seen["poses"], seen["geometry"] = out.args
+        seen["depth"], seen["confidence"], seen["poses"], seen["geometry"] = out.args[:4]  # then masks and numbers
         return out
 
     monkeypatch.setattr(comfy.pack.nodes.geometry_nodes.AnyViewGeometry, "execute", classmethod(spy))
@@ -165,9 +166,17 @@ def test_wrong_model_types_are_clear_errors(comfy, da3_file, images):
 
 def test_validation_of_dropdowns_and_cameras(comfy, da3_file, images):
     nodes = comfy.pack.nodes.geometry_nodes
-    assert "format 'obj' is not available" in nodes.GeometryToPointCloud.validate_inputs(format="obj")
-    assert "ref_view_strategy 'best'" in nodes.AnyViewGeometry.validate_inputs(ref_view_strategy="best")
     assert "multiple of 14" in nodes.AnyViewGeometry.validate_inputs(process_res=100)
+    for name, value in (("ref_view_strategy", "best"), ("process_res", 100)):  # each: one error, on its input
+        prompt = graph()
+        prompt["5"]["inputs"][name] = value
+        valid, _, _, node_errors = comfy.validate(prompt)
+        (error,) = node_errors["5"]["errors"]
+        assert not valid and error["extra_info"]["input_name"] == name and str(value) in error["details"]
+    prompt = graph()
+    prompt["6"]["inputs"]["format"] = "obj"
+    (error,) = comfy.validate(prompt)[3]["6"]["errors"]
+    assert (error["type"], error["extra_info"]["input_name"]) == ("value_not_in_list", "format") and "'obj'" in error["details"]
     # the cameras input is read by the library's parser, the one `anydepth geometry --cameras` uses
     assert nodes.parse_cameras is scene.parse_cameras
     prompt = graph()
@@ -190,3 +199,15 @@ def test_cli_and_node_write_identical_point_cloud_bytes(comfy, da3_file, images,
     (cli_ply,) = tmp_path.rglob("*.ply")
     assert rc == 0 and b"comment anydepth points 1200 cameras 3" in node_ply
     assert cli_ply.read_bytes() == node_ply
+    assert outputs["6"]["anydepth_geometry"] == [saved]  # the 3D viewer on the node shows the file it saved
+
+
+def test_geometry_to_point_cloud_shows_a_ply_preview_of_a_glb(comfy, da3_file, images):
+    """GLB only (the viewer reads PLY) or more points than the viewer takes: a preview PLY of the same cloud."""
+    nodes = comfy.pack.nodes.geometry_nodes
+    outputs = comfy.run(graph(fmt="glb", conf_percentile=30.0, max_points=1200))["outputs"]
+    (saved,) = outputs["6"]["point_clouds"]
+    (shown,) = outputs["6"]["anydepth_geometry"]
+    assert saved["filename"].endswith(".glb") and shown["type"] == "temp" and shown["filename"].endswith(".ply")
+    _, points, cameras = read_ply(Path(comfy.folder_paths.get_temp_directory()) / shown["subfolder"] / shown["filename"])
+    assert (points, cameras) == (outputs["6"]["points"][0], 3) and points <= nodes.PREVIEW_POINTS

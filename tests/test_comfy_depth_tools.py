@@ -102,8 +102,7 @@ def test_align_node_in_disparity_space_gives_metres(tools):
         tools.AlignDepth.execute(depth_result(disparity), reference, "direct", "none")
     with pytest.raises(ValueError, match="use space 'direct'"):
         tools.AlignDepth.execute(depth_result(disparity), depth_result(disparity), "disparity", "none")
-    assert "robust 'huber' is not available; expected none, trimmed, irls" in tools.AlignDepth.validate_inputs(
-        space="direct", robust="huber")
+    assert isinstance(tools.AlignDepth.INPUT_TYPES()["required"]["robust"][0], list)  # ComfyUI checks it at queue time
 
 
 # --------------------------------------------------------------------------------------------- stabilise
@@ -182,12 +181,13 @@ def test_video_depth_node_matches_the_library_through_the_memory_bridge(comfy, t
     loader.clear_cache()
 
 
-def test_video_depth_node_rejects_overlap_not_below_chunk_size(tools):
-    assert tools.EstimateVideoDepth.validate_inputs(chunk_size=4, overlap=4, mode="clip", robust="irls") == (
-        "overlap (4) must be less than chunk_size (4)")
-    assert "tile_size must be 0" in tools.EstimateVideoDepth.validate_inputs(tile_size=10, tta="none")
-    assert tools.EstimateVideoDepth.validate_inputs(chunk_size=4, overlap=3, mode="clip", robust="irls",
-                                                    tile_size=0, tta="flip") is True
+def test_video_depth_node_rejects_overlap_not_below_chunk_size(tools, comfy, models):
+    assert "tile_size must be 0" in tools.EstimateVideoDepth.validate_inputs(tile_size=10)
+    assert tools.EstimateVideoDepth.validate_inputs(tile_size=0) is True
+    model = comfy.pack.nodes.loader.load(RELATIVE_OPTION, "fp32")
+    with pytest.raises(ValueError, match=r"overlap must be an integer in \[0, chunk_size\) = \[0, 4\), got 4"):
+        tools.EstimateVideoDepth.execute(model, torch.rand(6, 28, 28, 3), input_size=28, batch_size=2, chunk_size=4,
+                                         overlap=4, mode="clip", robust="irls", momentum=0.2, static_threshold=0.0)
 
 
 # --------------------------------------------------------------------------------------------- save / load
@@ -259,8 +259,7 @@ def test_load_depth_lists_depth_files_and_needs_a_kind_for_foreign_ones(comfy, t
     step = (values.max() - values.min()) / 65534
     assert png.kind == "disparity" and np.abs(png.depth[0].numpy() - values).max() <= step / 2 + 1e-7
 
-    assert "'../secret.npy' is not inside the input folder" in tools.LoadDepth.validate_inputs(file="../secret.npy",
-                                                                                                kind="disparity")
+    assert "'../secret.npy' is not inside the input folder" in tools.LoadDepth.validate_inputs(file="../secret.npy")
     with pytest.raises(ValueError, match="not inside the input folder"):
         tools.LoadDepth.execute("../secret.npy", "disparity")
     before = tools.LoadDepth.fingerprint_inputs("foreign/plain.npy", "disparity")
@@ -308,7 +307,7 @@ def test_save_depth_png16_round_trips_through_load_depth_and_control_pngs_are_re
     step = float(expected.max() - expected.min()) / 65534
     assert float((loaded.depth - expected).abs().max()) <= step / 2 + 1e-6  # metres within half a PNG step
 
-    assert tools.LoadDepth.validate_inputs(file=control_name, kind="from file") is True  # cheap: no file opened
+    assert tools.LoadDepth.validate_inputs(file=control_name) is True  # cheap: no file opened
     err = comfy.execution_error({"1": {"class_type": "AnyDepthLoadDepth", "inputs": {"file": control_name, "kind": "from file"}},
                                  "2": {"class_type": "AnyDepthToImage",
                                        "inputs": {"depth": ["1", 0], "mode": "v2_style", "scope": "image", "low_percentile": 1.0,
@@ -341,7 +340,7 @@ def test_save_depth_formats_use_the_library_words(tools, comfy):
     assert save.FORMATS[:6] == ("control_png16", "control_png8", "npy", "npz", "exr", "depth_png16")
     assert "control_png16+depth_png16" in save.FORMATS and "png16" not in save.FORMATS
     assert save.split_format("control_png8+npz") == ("control_png8", "npz")
-    message = save.SaveDepth.validate_inputs(format="png16+npy", mode="v2_style", scope="image")
+    message = save.SaveDepth.validate_inputs(format="png16+npy")
     assert "'png16' is now control_png16 (a normalised picture) or depth_png16 (raw values)" in message
     assert "one control image format, one raw format" in save.SaveDepth.validate_inputs(format="npy+exr")
-    assert save.SaveDepth.validate_inputs(format="control_png16+exr", mode="metric_linear", scope="batch") is True
+    assert save.SaveDepth.validate_inputs(format="control_png16+exr") is True

@@ -166,8 +166,27 @@ def test_estimate_depth_passes_tiling_and_tta_to_the_library(comfy, models):
     plain, _ = estimate_node.execute(model, image, input_size=28, batch_size=2)
     torch.testing.assert_close(plain.depth, reference.estimate(image, input_size=28).depth)
     assert (tiled.depth - plain.depth).abs().max() > 1e-3
-    assert "tile_size must be 0" in estimate_node.validate_inputs(tile_size=10, tta="none")
-    assert "tta 'mirror' is not available; expected none, flip" in estimate_node.validate_inputs(tile_size=0, tta="mirror")
+    assert "tile_size must be 0" in estimate_node.validate_inputs(tile_size=10)
+
+
+def test_estimate_depth_passes_the_token_budget_and_rounds_input_size(comfy, models):
+    """max_tokens: -1 is the library's default budget, 0 no cap, N a budget of N patches; input_size snaps to 14."""
+    estimate_node = comfy.pack.nodes.depth_nodes.EstimateDepth
+    model = comfy.pack.nodes.loader.load(RELATIVE_OPTION, "fp32")
+    strip = torch.rand(1, 4, 300, 3)  # 75:1 - far beyond the 4:1 the default budget keeps at the reference size
+    reference = DepthEstimator(str(models[RELATIVE_OPTION]), dtype="fp32", device="cpu")
+    for widget, library in ((-1, None), (0, 0), (30, 30)):
+        depth, _ = estimate_node.execute(model, strip, input_size=28, batch_size=1, max_tokens=widget)
+        expected = reference.estimate(strip, input_size=28, max_tokens=library)
+        assert depth.processed_size == expected.processed_size, widget
+        torch.testing.assert_close(depth.depth, expected.depth)
+        assert depth.depth.shape == (1, 4, 300)  # always the input's size
+    sizes = {w: estimate_node.execute(model, strip, input_size=28, batch_size=1, max_tokens=w)[0].processed_size[0]
+             for w in (-1, 0, 30)}
+    assert sizes[0] == (28, 2100)  # the reference rule: shorter side 28, 150 patches along
+    assert sizes[-1] == (14, 224) and sizes[30] == (14, 420)  # default: 4 squares of 2x2 = 16 patches, 1 across
+    odd, _ = estimate_node.execute(model, strip[:, :, :8], input_size=30, batch_size=1)  # 30 -> 28, as the widget does
+    assert odd.processed_size == reference.estimate(strip[:, :, :8], input_size=28).processed_size
 
 
 def test_metric_mode_on_a_relative_model_is_a_clear_error(comfy, models):
@@ -253,14 +272,51 @@ def test_validate_inputs_is_cheap_and_still_catches_bad_values(comfy, models, mo
     for node in pack.NODES:
         monkeypatch.setattr(node, "define_schema", classmethod(forbidden))
     for node, given in values.items():
+        if "validate_inputs" not in vars(node):  # dropdowns only: ComfyUI checks them (test below)
+            continue
         params = inspect.signature(node.validate_inputs).parameters
         assert node.validate_inputs(**{k: v for k, v in given.items() if k in params}) is True, node.__name__
     assert "model 'nope.pth' is not in any depth model folder" in pack.LoadDepthModel.validate_inputs(model="nope.pth")
     assert "neither a weight file" in pack.DepthAnythingOneStep.validate_inputs(model="notes.txt")
-    assert "file 'gone.npy' is not available" in pack.LoadDepth.validate_inputs(file="gone.npy", kind="from file")
-    assert "mode 'metric_linear' is not available" in pack.DepthAnythingOneStep.validate_inputs(mode="metric_linear")
+    assert "file 'gone.npy' is not available" in pack.LoadDepth.validate_inputs(file="gone.npy")
     assert "fit mode 'stretch' is now called 'resize'" in pack.ApplyDepthControlNet.validate_inputs(fit="stretch")
-    assert "colormap 'rainbow'" in pack.DepthColormap.validate_inputs(colormap="rainbow")
+
+
+def test_each_check_lands_on_one_input(comfy):
+    """ComfyUI attaches a validate_inputs message to every input the function names, and checks only legacy
+    (list-typed) dropdowns itself: so every validate_inputs names one input, and every other dropdown is a Choice."""
+    import inspect
+
+    pack = comfy.pack.nodes
+    for node in pack.NODES:
+        named = [p for p in inspect.signature(node.validate_inputs).parameters if p != "kwargs"]
+        assert len(named) <= 1, (node.__name__, named)
+        for spec in node.define_schema().inputs:
+            if hasattr(spec, "options") and spec.id not in named:
+                assert isinstance(spec, pack.validation.Choice), (node.__name__, spec.id)
+                assert isinstance(node.INPUT_TYPES()["optional" if spec.optional else "required"][spec.id][0], list)
+
+
+@pytest.mark.parametrize("node, inputs, bad", [
+    ("AnyDepthAnything", {"model": RELATIVE_OPTION, "input_size": 56, "mode": "metric_linear", "scope": "image"}, "mode"),
+    ("AnyDepthColormap", {"colormap": "rainbow"}, "colormap"),
+    ("AnyDepthLoadModel", {"model": RELATIVE_OPTION, "dtype": "int8", "memory": "managed"}, "dtype"),
+])
+def test_a_bad_dropdown_value_is_one_error_on_its_input(comfy, models, node, inputs, bad):
+    image_input = {"AnyDepthAnything": "image", "AnyDepthColormap": "image"}.get(node)
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "cheap_dropdown.png"}},
+              "2": {"class_type": node, "inputs": {**inputs, **({image_input: ["1", 0]} if image_input else {})}}}
+    if node == "AnyDepthLoadModel":
+        prompt["3"] = {"class_type": "AnyDepthEstimate", "inputs": {"depth_model": ["2", 0], "image": ["1", 0],
+                                                                    "input_size": 28, "batch_size": 1}}
+    else:
+        prompt["3"] = {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}
+    write_input(comfy, "cheap_dropdown.png", 8, 8)
+    valid, _, _, node_errors = comfy.validate(prompt)
+    assert not valid
+    (error,) = node_errors["2"]["errors"]
+    assert (error["type"], error["extra_info"]["input_name"]) == ("value_not_in_list", bad)
+    assert repr(inputs[bad]) in error["details"] and bad in error["details"]
 
 
 def test_normalisation_inputs_come_from_the_library_table(comfy):

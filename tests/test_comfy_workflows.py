@@ -20,7 +20,8 @@ from comfy_harness import RELATIVE_FILE, REPO, comfy_server, install_tiny_models
 from comfy_workflow import to_api
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-RUNNABLE = {"image_to_depth_map", "metric_depth_to_png16", "video_frames_to_depth_images", "photos_to_point_cloud"}
+RUNNABLE = {"image_to_depth_map", "metric_depth_to_png16", "video_frames_to_depth_images", "photos_to_point_cloud",
+            "photos_to_mesh"}
 MODEL_FILE_INPUTS = {"ckpt_name", "control_net_name", "unet_name", "clip_name1", "clip_name2", "vae_name"}
 FRAMES, FRAME_SIZE = 4, (48, 64)
 
@@ -158,3 +159,18 @@ def test_photos_to_point_cloud_runs(server, object_info):
     assert len(depth) == 3  # one depth image per photo
     viewer = next(o["anydepth_geometry"] for o in outputs.values() if "anydepth_geometry" in o)
     assert viewer[0]["type"] == "temp" and viewer[0]["filename"].endswith(".ply")
+
+
+def test_photos_to_mesh_runs_into_core_preview3d(server, object_info):
+    import pygltflib
+
+    outputs = run(server, object_info, "photos_to_mesh")
+    (saved,) = [o["3d"] for o in outputs.values() if "3d" in o]
+    path = f"{saved[0]['subfolder']}/{saved[0]['filename']}"
+    assert path.startswith("anydepth/") and path.endswith(".glb")
+    (preview,) = [o["result"] for o in outputs.values() if "result" in o]  # core's Preview 3D got the file to show
+    assert preview[0] == path
+    glb = pygltflib.GLTF2().load(str(server.base / "output" / path))
+    modes = {p.mode: glb.accessors[p.attributes.POSITION].count for m in glb.meshes for p in m.primitives}
+    assert modes[4] > 100 and modes[1] == 3 * 16  # the mesh, and the three cameras as lines
+

@@ -157,14 +157,14 @@ def test_official_checkpoint_loads_strictly(small_pair, tmp_path):
 
 
 def test_nested_file_with_gaussian_head_loads(tmp_path):
-    """Nested files keep both networks under ``da3.`` / ``da3_metric.``; GIANT's Gaussian head is skipped."""
+    """Nested files keep both networks under ``da3.`` / ``da3_metric.``; GIANT's Gaussian head loads too."""
     anyview = official_tiny(TINY_FILE, seed=21, gs_head=True)
     metric_cfg = replace(TINY_MONO, metric=True, name="")
     ref = official_nested(anyview, official_tiny(metric_cfg, seed=19))
     folder = save_official(ref, tmp_path / "nested")
     ckpt = read_checkpoint(folder)
-    assert ckpt.config == NestedDA3Config(TINY_FILE, metric_cfg)  # everything read from tensor shapes
-    assert not any("gs_head" in k for k in ckpt.state_dict)
+    assert ckpt.config == NestedDA3Config(replace(TINY_FILE, gaussians=True), metric_cfg)  # all from tensor shapes
+    assert any(k.startswith("da3.gs_head.") for k in ckpt.state_dict)
     net = load_model(folder)
     x = _views(2, 42, 56, seed=23)
     with torch.no_grad():
@@ -191,7 +191,7 @@ def test_quaternion_round_trip():
 def test_catalogue_lists_every_da3_release():
     from anydepth.catalog import VARIANTS
 
-    da3 = {k: v for k, v in VARIANTS.items() if v.family == "da3"}
+    da3 = {k: v for k, v in VARIANTS.items() if v.family == "da3" and not v.comfy_layout}  # core's repacks: test_da3_comfy_weights
     assert set(da3) == {"da3-small", "da3-base", "da3-large", "da3-large-1.1", "da3-giant", "da3-giant-1.1", "da3mono-large",
                         "da3metric-large", "da3nested-giant-large", "da3nested-giant-large-1.1"}
     assert da3["da3-small"].repo_id == "depth-anything/DA3-SMALL" and da3["da3-small"].local_name == "DA3-SMALL"

@@ -69,11 +69,74 @@ def official_tiny(config: DA3Config, seed: int = 0, gs_head: bool = False) -> nn
     else:
         head = DPT(dim_in=config.head_dim_in, output_dim=1, features=a.features, out_channels=list(a.out_channels))
         model = DepthAnything3Net(net, head)
-    if gs_head:  # the Gaussian-splatting head of GIANT files: present in the file, skipped by anydepth
+    if gs_head:  # the Gaussian-splatting head of GIANT files, with the adapter settings of the da3-giant preset
+        install_evo_stub()  # the adapter's module imports the official pose alignment, which imports evo
+        from depth_anything_3.model.gs_adapter import GaussianAdapter
         from depth_anything_3.model.gsdpt import GSDPT
 
         model.gs_head = GSDPT(dim_in=config.head_dim_in, output_dim=38, features=a.features, out_channels=list(a.out_channels))
+        model.gs_adapter = GaussianAdapter(sh_degree=2, pred_color=False, pred_offset_depth=True, pred_offset_xy=True,
+                                           gaussian_scale_min=1e-5, gaussian_scale_max=30.0)
     return randomize(model.eval(), seed)
+
+
+def _umeyama_numpy(x, y):
+    """``(r, t, c)`` with ``y ≈ c r x + t`` for ``[3, n]`` point sets (Umeyama 1991), as evo computes it:
+    population covariance, reflection fix, and an error for a covariance of rank below 2."""
+    import numpy as np
+
+    mx, my = x.mean(1, keepdims=True), y.mean(1, keepdims=True)
+    sigma = ((x - mx) ** 2).sum(0).mean()
+    cov = (y - my) @ (x - mx).T / x.shape[1]
+    u, d, vt = np.linalg.svd(cov)
+    if np.linalg.matrix_rank(cov) < 2:
+        raise ValueError("degenerate covariance rank, Umeyama alignment is not possible")
+    s = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        s[2, 2] = -1
+    r = u @ s @ vt
+    c = np.trace(np.diag(d) @ s) / sigma
+    return r, (my - c * r @ mx)[:, 0], c
+
+
+def install_evo_stub() -> None:
+    """Make ``evo.core.trajectory.PosePath3D`` importable when evo is not installed.
+
+    The official pose alignment (and the Gaussian adapter's module, which imports it) needs evo only for
+    ``PosePath3D(poses_se3=...).align(ref, correct_scale=True)``: a Umeyama similarity of the camera
+    positions, applied to the path. This stand-in computes it with NumPy (:func:`_umeyama_numpy`, written
+    from the paper, not from anydepth); with evo installed, evo itself is used.
+    """
+    import importlib.util
+    import sys
+    import types
+
+    if "evo.core.trajectory" in sys.modules or importlib.util.find_spec("evo") is not None:
+        return
+    import numpy as np
+
+    class PosePath3D:
+        def __init__(self, poses_se3):
+            self.poses_se3 = [np.asarray(p, dtype=np.float64) for p in poses_se3]
+
+        @property
+        def positions_xyz(self):
+            return np.stack([p[:3, 3] for p in self.poses_se3])
+
+        def align(self, ref, correct_scale=False):
+            r, t, c = _umeyama_numpy(self.positions_xyz.T, ref.positions_xyz.T)
+            c = c if correct_scale else 1.0
+            moved = []
+            for p in self.poses_se3:
+                q = np.eye(4)
+                q[:3, :3], q[:3, 3] = r @ p[:3, :3], c * r @ p[:3, 3] + t
+                moved.append(q)
+            self.poses_se3 = moved
+            return r, t, c
+
+    for name in ("evo", "evo.core", "evo.core.trajectory"):
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules["evo.core.trajectory"].PosePath3D = PosePath3D
 
 
 def official_nested(anyview: nn.Module, metric: nn.Module) -> nn.Module:
@@ -162,4 +225,63 @@ def write_single_file(net: nn.Module, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(_Saver(net), str(path))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ ComfyUI core's layout
+
+
+def comfy_state_dict(net: nn.Module, *, shared_norm_once: bool = False) -> dict[str, torch.Tensor]:
+    """The official network's tensors under ComfyUI core's names (``comfy/ldm/depth_anything_3`` on core's DINOv2).
+
+    Written from core's module tree, not from anydepth's converter: ``Dinov2Model`` holds ``embeddings``
+    (``patch_embeddings.projection``, ``position_embeddings``, ``cls_token``, ``camera_token``), ``encoder.layer.N``
+    (``norm1``, ``attention.attention.{query,key,value}``, ``attention.output.dense``, ``attention.{q,k}_norm``,
+    ``layer_scale{1,2}.lambda1``, ``norm2``, ``mlp.fc1/fc2`` or SwiGLU ``mlp.weights_in/weights_out``) and
+    ``layernorm``; the heads and camera modules keep the official names. Core's DualDPT lists its shared aux
+    LayerNorm under all four heads (``shared_norm_once`` stores it once, as a de-duplicating writer would).
+    """
+    out: dict[str, torch.Tensor] = {}
+    renames = {"patch_embed.proj": "embeddings.patch_embeddings.projection", "pos_embed": "embeddings.position_embeddings",
+               "cls_token": "embeddings.cls_token", "camera_token": "embeddings.camera_token", "norm": "layernorm"}
+    block = {"attn.proj": "attention.output.dense", "attn.q_norm": "attention.q_norm", "attn.k_norm": "attention.k_norm",
+             "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1", "mlp.w12": "mlp.weights_in",
+             "mlp.w3": "mlp.weights_out"}
+    for k, v in net.state_dict().items():
+        v = v.detach().clone()
+        if not k.startswith("backbone.pretrained."):
+            if any(f".output_conv2_aux.{i}.2." in k for i in (1, 2, 3)):
+                continue  # the one shared LayerNorm, written from its level-0 name below
+            if shared_norm_once or ".output_conv2_aux.0.2." not in k:
+                out[k] = v
+            else:
+                for i in range(4):
+                    out[k.replace(".output_conv2_aux.0.2.", f".output_conv2_aux.{i}.2.")] = v.clone()
+            continue
+        name = k[len("backbone.pretrained."):]
+        if not name.startswith("blocks."):
+            stem, _, param = name.rpartition(".") if name.endswith((".weight", ".bias")) else (name, "", "")
+            out["backbone." + renames[stem] + (f".{param}" if param else "")] = v
+            continue
+        _, i, rest = name.split(".", 2)
+        prefix = f"backbone.encoder.layer.{i}."
+        if rest.startswith("attn.qkv."):
+            for part, which in zip(v.chunk(3), ("query", "key", "value")):
+                out[prefix + f"attention.attention.{which}.{rest.rsplit('.', 1)[1]}"] = part.clone()
+            continue
+        for old, new in block.items():
+            if rest.startswith(old + ".") or rest == old:
+                rest = new + rest[len(old):]
+                break
+        out[prefix + rest] = v
+    return out
+
+
+def write_comfy_file(net: nn.Module, path: Path, *, prefix: str = "", shared_norm_once: bool = False) -> Path:
+    """A ``Comfy-Org/Depth-Anything-3`` style file: core's key names (optionally under ``prefix``), no config.json."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = comfy_state_dict(net, shared_norm_once=shared_norm_once)
+    save_file({prefix + k: v.contiguous() for k, v in sd.items()}, str(path))
     return path

@@ -48,11 +48,11 @@ SPECS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]]
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
     "AnyDepthLoadModel": ([], [("depth_model", "DEPTH_MODEL")], ["model", "dtype", "memory"]),
     "AnyDepthEstimate": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE")], [("depth", "DEPTH"), ("control_image", "IMAGE")],
-                         ["input_size", "batch_size", "tile_size", "tta"]),
-    "AnyDepthToImage": ([("depth", "DEPTH")], [("image", "IMAGE")],
+                         ["input_size", "batch_size", "tile_size", "tta", "max_tokens"]),
+    "AnyDepthToImage": ([("depth", "DEPTH"), ("sky_mask", "MASK")], [("image", "IMAGE")],
                         ["mode", "scope", "low_percentile", "high_percentile", "near", "far", "invert", "gamma"]),
     "AnyDepthColormap": ([("image", "IMAGE")], [("image", "IMAGE")], ["colormap"]),
-    "AnyDepthAnything": ([("image", "IMAGE")], [("image", "IMAGE")], ["model", "input_size", "mode", "scope"]),
+    "AnyDepthAnything": ([("image", "IMAGE")], [("image", "IMAGE")], ["model", "input_size", "mode", "scope", "max_tokens"]),
     "AnyDepthApplyControlNet": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
                                  ("latent", "LATENT"), ("image", "IMAGE"), ("depth", "DEPTH"), ("vae", "VAE")],
                                 [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
@@ -60,13 +60,20 @@ SPECS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]]
     "AnyDepthSave": ([("depth", "DEPTH")], [], ["filename_prefix", "format", "mode", "scope", "near", "far", "invert"]),
     "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")], []),
     "AnyDepthAnyViewGeometry": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE")],
-                                [("depth", "DEPTH"), ("confidence", "IMAGE"), ("camera_poses", "STRING"), ("geometry", "GEOMETRY")],
-                                ["ref_view_strategy", "process_res", "cameras"]),
+                                [("depth", "DEPTH"), ("confidence", "IMAGE"), ("camera_poses", "STRING"), ("geometry", "GEOMETRY"),
+                                 ("sky_mask", "MASK"), ("confidence_mask", "MASK"), ("fov_degrees", "FLOAT"),
+                                 ("focal_length", "FLOAT")],
+                                ["ref_view_strategy", "process_res", "cameras", "max_tokens", "pose_method"]),
     "AnyDepthGeometryToPointCloud": ([("geometry", "GEOMETRY")], [],
                                      ["format", "conf_percentile", "max_points", "filename_prefix"]),
+    "AnyDepthDepthToMesh": ([("depth", "DEPTH"), ("geometry", "GEOMETRY"), ("image", "IMAGE")], [("mesh", "MESH")],
+                            ["view", "fov_degrees", "focal_length", "stride", "discontinuity", "conf_percentile", "near",
+                             "far"]),
+    "AnyDepthSaveMesh": ([("mesh", "MESH")], [("model_file", "STRING")], ["format", "filename_prefix"]),
+    "Preview3D": ([("camera_info", "LOAD3D_CAMERA"), ("bg_image", "IMAGE"), ("model_file", "STRING")], [], ["model_file"]),
     "Note": ([], [], ["text"]),  # frontend-only: not part of the prompt
 }
-WIDGET_SOCKETS = {("CreateVideo", "fps")}
+WIDGET_SOCKETS = {("CreateVideo", "fps"), ("Preview3D", "model_file")}
 """Socket inputs above that are widgets fed by a link (the UI marks them with ``"widget"``)."""
 
 TITLES = {
@@ -81,7 +88,8 @@ TITLES = {
     "LoadVideo": "Load Video", "GetVideoComponents": "Get Video Components", "CreateVideo": "Create Video",
     "SaveVideo": "Save Video", "KSampler": "KSampler", "Note": "Note",
     "ImageBatch": "Batch Images", "AnyDepthAnyViewGeometry": "Any-View Geometry",
-    "AnyDepthGeometryToPointCloud": "Geometry to Point Cloud",
+    "AnyDepthGeometryToPointCloud": "Geometry to Point Cloud", "AnyDepthDepthToMesh": "Depth to Mesh",
+    "AnyDepthSaveMesh": "Save Mesh", "Preview3D": "Preview 3D & Animation",
 }
 
 # -- node sizes as ComfyUI's frontend draws them -------------------------------------------------------------------
@@ -93,13 +101,17 @@ TEXT_BOX_H = 84.0
 """A multiline prompt box: four lines of text (the frontend's minimum is smaller; prompts need room)."""
 PREVIEWS: dict[str, tuple[str, float]] = {
     # Nodes that show a picture grow by it: the frontend's image/video preview widget has a minimum height of 220,
-    # the pack's depth preview (js/anydepth_depth_preview.js) 220 and its 3D viewer (js/anydepth_pointcloud.js) 300.
+    # the pack's depth preview (js/anydepth_depth_preview.js) 220 and its 3D viewer (js/anydepth_pointcloud.js) 300,
+    # shown by Any-View Geometry and Geometry to Point Cloud.
     "LoadImage": ("image preview", 224.0), "PreviewImage": ("image preview", 224.0),
     "SaveImage": ("image preview", 224.0), "AnyDepthSave": ("image preview", 224.0),
     "LoadVideo": ("video preview", 224.0), "SaveVideo": ("video preview", 224.0),
     "AnyDepthEstimate": ("depth preview + probe", 224.0), "AnyDepthAnyViewGeometry": ("3D viewer", 304.0),
+    "AnyDepthGeometryToPointCloud": ("3D viewer", 304.0),
 }
 NODE_W = 340.0
+PREVIEW_3D_SIZE = (400.0, 550.0)
+"""Core's Preview 3D as the frontend sizes it (comfyui-frontend-package 1.32.9); it goes in a graph's last column."""
 """Every node's width: the depth preview sets Estimate Depth to at least 340, the others need less."""
 LEFT, TOP, COLUMN_PITCH, ROW_GAP = 40.0, 60.0, 420.0, 30.0
 """Layout: the first column's x, the first node's y (its title above it), column pitch (room for links), the free
@@ -116,6 +128,8 @@ def node_size(type_: str, widgets: list) -> tuple[float, float]:
     """
     if type_ == "Note":
         return NODE_W, 20.0 + NOTE_LINE_H * len(_wrap(widgets[0], NOTE_WRAP))
+    if type_ == "Preview3D":  # the frontend's Preview3D extension makes the node at least 400 × 550 (its 3D view)
+        return PREVIEW_3D_SIZE
     ins, outs, names = SPECS[type_]
     rows = max(len([1 for name, _ in ins if (type_, name) not in WIDGET_SOCKETS]), len(outs), 1)
     height = SLOT_H * rows
@@ -237,6 +251,8 @@ SDXL_DEPTH_CN = "diffusers_xl_depth_full.safetensors"
 DEFAULT_DEPTH = "v2-small (Apache-2.0)"
 METRIC_DEPTH = "v2-metric-indoor-small (Apache-2.0)"
 KSAMPLER_SD = [42, "fixed", 25, 7.0, "dpmpp_2m", "karras", 1.0]
+AUTO = -1
+"""``max_tokens`` -1: the library's default token budget (four input_size squares)."""
 
 
 def _text_pair(g: Graph, clip_src: Node, positive: str, negative: str, column: int) -> tuple[Node, Node]:
@@ -253,7 +269,7 @@ def sd15_depth_controlnet() -> Graph:
     image = g.add("LoadImage", ["example.png", "image"], column=0)
     depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
     ckpt = g.add("CheckpointLoaderSimple", [SD15_CKPT], column=0)
-    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none", AUTO], column=1)
     pos, neg = _text_pair(g, ckpt, "a cozy reading nook with a green armchair, warm evening light, photograph",
                           "blurry, low quality, distorted", column=1)
     cnet = g.add("ControlNetLoader", [SD15_DEPTH_CN], column=1)
@@ -286,7 +302,7 @@ def sdxl_depth_controlnet() -> Graph:
               f"{SDXL_CKPT} (models/checkpoints) and {SDXL_DEPTH_CN} (models/controlnet).")
     image = g.add("LoadImage", ["example.png", "image"], column=0)
     ckpt = g.add("CheckpointLoaderSimple", [SDXL_CKPT], column=0)
-    depth = g.add("AnyDepthAnything", [DEFAULT_DEPTH, 518, "v2_style", "image"], column=1)
+    depth = g.add("AnyDepthAnything", [DEFAULT_DEPTH, 518, "v2_style", "image", AUTO], column=1)
     pos, neg = _text_pair(g, ckpt, "a modern glass house in a pine forest at dawn, mist, architectural photograph",
                           "blurry, low quality, cartoon", column=1)
     cnet = g.add("ControlNetLoader", [SDXL_DEPTH_CN], column=1)
@@ -320,7 +336,7 @@ def flux_depth_dev() -> Graph:
     unet = g.add("UNETLoader", ["flux1-depth-dev.safetensors", "default"], column=0)
     clip = g.add("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], column=0)
     vae = g.add("VAELoader", ["ae.safetensors"], column=0)
-    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none", AUTO], column=1)
     pos, neg = _text_pair(g, clip, "a ceramic teapot on a wooden table, soft window light, product photograph", "", column=1)
     guidance = g.add("FluxGuidance", [10.0], column=2)
     ip2p = g.add("InstructPixToPixConditioning", [], column=2)
@@ -351,7 +367,7 @@ def video_frames_to_depth_images() -> Graph:
     video = g.add("LoadVideo", ["example_video.mp4", "image"], column=0)
     depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
     parts = g.add("GetVideoComponents", [], column=1)
-    estimate = g.add("AnyDepthEstimate", [518, 8, 0, "none"], column=1)
+    estimate = g.add("AnyDepthEstimate", [518, 8, 0, "none", AUTO], column=1)
     to_image = g.add("AnyDepthToImage", ["v2_style", "batch", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
     save_frames = g.add("AnyDepthSave", ["anydepth/video_depth/frame", "control_png16", "v2_style", "batch", 0.0, 0.0, False], column=2)
     create = g.add("CreateVideo", [24.0], column=3)
@@ -373,7 +389,7 @@ def metric_depth_to_png16() -> Graph:
               "preview. Needs only an image.")
     image = g.add("LoadImage", ["example.png", "image"], column=0)
     depth_model = g.add("AnyDepthLoadModel", [METRIC_DEPTH, "auto", "managed"], column=0)
-    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none"], column=1)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none", AUTO], column=1)
     save = g.add("AnyDepthSave", ["anydepth/metric/depth", "control_png16+npy", "metric_linear", "image", 0.01, 20.0, False], column=2)
     to_image = g.add("AnyDepthToImage", ["metric_disparity", "image", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
     colormap = g.add("AnyDepthColormap", ["inferno"], column=3)
@@ -388,13 +404,18 @@ def metric_depth_to_png16() -> Graph:
 
 
 def image_to_depth_map() -> Graph:
-    g = Graph("image_to_depth_map", "The shortest path: an image to a depth ControlNet image with the one-step node. "
-              "Needs only an image (the model downloads on first use).")
+    g = Graph("image_to_depth_map", "An image to a depth ControlNet image. Estimate Depth shows the depth (hover to read "
+              "values, pick a colour map); Depth to Image normalises it for ControlNets; Save Image writes it. Needs "
+              "only an image (the model downloads on first use).")
     image = g.add("LoadImage", ["example.png", "image"], column=0)
-    depth = g.add("AnyDepthAnything", [DEFAULT_DEPTH, 518, "v2_style", "image"], column=1)
+    depth_model = g.add("AnyDepthLoadModel", [DEFAULT_DEPTH, "auto", "managed"], column=0)
+    estimate = g.add("AnyDepthEstimate", [518, 4, 0, "none", AUTO], column=1)
+    to_image = g.add("AnyDepthToImage", ["v2_style", "image", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=2)
     save = g.add("SaveImage", ["anydepth/depth_map"], column=2)
-    g.connect(image, "IMAGE", depth, "image")
-    g.connect(depth, "image", save, "images")
+    g.connect(image, "IMAGE", estimate, "image")
+    g.connect(depth_model, "depth_model", estimate, "depth_model")
+    g.connect(estimate, "depth", to_image, "depth")
+    g.connect(to_image, "image", save, "images")
     return g
 
 
@@ -403,32 +424,54 @@ DA3_MODEL = "DA3-SMALL/model.safetensors"
 PHOTOS = ("photo_1.png", "photo_2.png", "photo_3.png")
 
 
-def photos_to_point_cloud() -> Graph:
-    g = Graph("photos_to_point_cloud", "A few photos of one scene to a coloured point cloud with the cameras (PLY + GLB in "
-              "output/anydepth/), plus per-view depth and confidence. Needs photo_1..3.png in input/ and the DA3-SMALL "
-              "files (config.json + model.safetensors from depth-anything/DA3-SMALL) in models/depthanything3/DA3-SMALL.")
+def _photo_scene(g: Graph) -> Node:
+    """Three photos batched into Any-View Geometry with DA3-SMALL (columns 0-2); returns the geometry node."""
     photos = [g.add("LoadImage", [name, "image"], column=0) for name in PHOTOS]
     depth_model = g.add("AnyDepthLoadModel", [DA3_MODEL, "auto", "managed"], column=1)
     batch12 = g.add("ImageBatch", [], column=1)
     batch123 = g.add("ImageBatch", [], column=1)
-    geometry = g.add("AnyDepthAnyViewGeometry", ["saddle_balanced", 504, ""], column=2)
-    cloud = g.add("AnyDepthGeometryToPointCloud", ["ply+glb", 40.0, 1000000, "anydepth/point_cloud"], column=3)
-    to_image = g.add("AnyDepthToImage", ["v2_style", "batch", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=3)
-    preview = g.add("PreviewImage", [], column=3, title="Depth per view")
+    geometry = g.add("AnyDepthAnyViewGeometry", ["saddle_balanced", 504, "", AUTO, "cam_dec"], column=2)
     g.connect(photos[0], "IMAGE", batch12, "image1")
     g.connect(photos[1], "IMAGE", batch12, "image2")
     g.connect(batch12, "IMAGE", batch123, "image1")
     g.connect(photos[2], "IMAGE", batch123, "image2")
     g.connect(depth_model, "depth_model", geometry, "depth_model")
     g.connect(batch123, "IMAGE", geometry, "image")
+    return geometry
+
+
+def photos_to_point_cloud() -> Graph:
+    g = Graph("photos_to_point_cloud", "A few photos of one scene to a coloured point cloud with the cameras (PLY + GLB in "
+              "output/anydepth/), plus per-view depth and confidence. Needs photo_1..3.png in input/ and the DA3-SMALL "
+              "files (config.json + model.safetensors from depth-anything/DA3-SMALL) in models/depthanything3/DA3-SMALL.")
+    geometry = _photo_scene(g)
+    cloud = g.add("AnyDepthGeometryToPointCloud", ["ply+glb", 40.0, 1000000, "anydepth/point_cloud"], column=3)
+    to_image = g.add("AnyDepthToImage", ["v2_style", "batch", 1.0, 99.0, 0.0, 0.0, False, 1.0], column=3)
+    preview = g.add("PreviewImage", [], column=3, title="Depth per view")
     g.connect(geometry, "geometry", cloud, "geometry")
     g.connect(geometry, "depth", to_image, "depth")
     g.connect(to_image, "image", preview, "images")
     return g
 
 
+def photos_to_mesh() -> Graph:
+    g = Graph("photos_to_mesh", "A few photos of one scene to a coloured triangle mesh in one world frame (cut at depth "
+              "jumps, least confident pixels dropped), saved as GLB in output/anydepth/ and shown in core's Preview 3D. "
+              "Depth to Mesh gives ComfyUI's MESH, so core's Save GLB takes it too. Needs photo_1..3.png in input/ and "
+              "the DA3-SMALL files (config.json + model.safetensors from depth-anything/DA3-SMALL) in "
+              "models/depthanything3/DA3-SMALL.")
+    geometry = _photo_scene(g)
+    mesh = g.add("AnyDepthDepthToMesh", [-1, 60.0, 0.0, 1, 0.1, 10.0, 1.0, 10.0], column=3)
+    save = g.add("AnyDepthSaveMesh", ["glb", "anydepth/mesh"], column=3)
+    preview = g.add("Preview3D", [""], column=4)
+    g.connect(geometry, "geometry", mesh, "geometry")
+    g.connect(mesh, "mesh", save, "mesh")
+    g.connect(save, "model_file", preview, "model_file")
+    return g
+
+
 GRAPHS = (sd15_depth_controlnet, sdxl_depth_controlnet, flux_depth_dev, video_frames_to_depth_images,
-          metric_depth_to_png16, image_to_depth_map, photos_to_point_cloud)
+          metric_depth_to_png16, image_to_depth_map, photos_to_point_cloud, photos_to_mesh)
 
 
 # --------------------------------------------------------------------------------------------- drawing
@@ -441,7 +484,7 @@ TYPE_COLOURS = {
     "MODEL": (179, 157, 219), "CLIP": (255, 214, 0), "VAE": (255, 100, 100), "CONDITIONING": (255, 160, 50),
     "LATENT": (255, 156, 249), "IMAGE": (100, 181, 246), "MASK": (129, 199, 132), "CONTROL_NET": (0, 214, 163),
     "DEPTH_MODEL": (77, 208, 225), "DEPTH": (38, 198, 218), "VIDEO": (230, 130, 200), "FLOAT": (170, 238, 136),
-    "AUDIO": (170, 170, 170),
+    "AUDIO": (170, 170, 170), "MESH": (255, 183, 77), "GEOMETRY": (149, 117, 205), "STRING": (120, 144, 156),
 }
 
 

@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 
-from . import batch, estimate, generate, geometry, info
+from . import batch, estimate, generate, geometry, info, mesh, sequence, video
 
 #: Each command module has ``add_parser(subparsers)`` that sets ``run`` as the handler.
-COMMANDS = (estimate, info, batch, generate, geometry)
+COMMANDS = (estimate, info, batch, generate, geometry, mesh, sequence, video)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         done = f"{report.on_disk} of {report.total} written" if report is not None else "stopped"
         print(f"\nanydepth: interrupted: {done}; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, KeyError, OSError, ImportError) as err:
+    except (ValueError, KeyError, OSError, ImportError, MemoryError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"anydepth: error: {message}", file=sys.stderr)
         return 1

@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
             output = ("metres + cameras" if "nested" in v.name else "metres (× focal) + sky" if v.kind == "metric_depth"
                       else "depth + cameras" if v.name.startswith("da3-") else "depth + sky")
         else:
-            output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}"
+            output = "relative" if v.kind == "disparity" else f"metres ≤ {v.max_depth:g}" if v.max_depth else "metres"
+            output += " (video)" if v.family == "vda" else ""
         local = "—" if v.repo_id is None else ("yes" if find_local(v, dirs) else "no")
         where = v.notes if v.repo_id is None else f"{v.repo_id} / {', '.join(v.files)}"
         license = v.license + (" *" if v.license_note else "")  # * : sources disagree, see the notes below

@@ -120,6 +120,7 @@ class DA3Config:
         camera: has the camera encoder and decoder.
         metric: output × focal / 300 is metres (DA3METRIC).
         rope_freq: RoPE base frequency.
+        gaussians: has the Gaussian-splatting head (``gs_head.*``, DA3-GIANT files).
         name: catalogue / preset name.
     """
 
@@ -133,6 +134,7 @@ class DA3Config:
     camera: bool = True
     metric: bool = False
     rope_freq: float = 100.0
+    gaussians: bool = False
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     name: str = field(default="", compare=False)
@@ -146,6 +148,8 @@ class DA3Config:
             raise ValueError(f"alt_start must be -1 or in 1..{self.arch.depth - 1}, got {self.alt_start}")
         if self.camera and self.alt_start < 0:
             raise ValueError("a DA3 network with cameras needs alt_start >= 1 (the camera token enters there)")
+        if self.gaussians and not self.camera:
+            raise ValueError("the Gaussian-splatting head needs an any-view network with cameras (DA3-GIANT)")
         if self.rope_start >= 0 and (self.arch.embed_dim // self.arch.num_heads) % 4:
             raise ValueError("2D RoPE needs a head width divisible by 4")
 
@@ -218,7 +222,7 @@ DA3_PRESETS: dict[str, DA3Config | NestedDA3Config] = {
     "da3-small": _anyview("da3-small", _VITS, (5, 7, 9, 11), 4),
     "da3-base": _anyview("da3-base", _VITB, (5, 7, 9, 11), 4),
     "da3-large": _anyview("da3-large", _VITL, (11, 15, 19, 23), 8),
-    "da3-giant": _anyview("da3-giant", _VITG, (19, 27, 33, 39), 13),
+    "da3-giant": replace(_anyview("da3-giant", _VITG, (19, 27, 33, 39), 13), gaussians=True),
     "da3mono-large": _mono("da3mono-large", False),
     "da3metric-large": _mono("da3metric-large", True),
 }
@@ -260,6 +264,9 @@ class VideoModelConfig:
         temporal: build the temporal modules; without them the network is V2 under VDA's key names.
         frames: length of the temporal position code, the most frames one attention sees (32, the window).
         temporal_heads: heads of every temporal attention.
+        temporal_chunk: elements of the widest temporal intermediate (the feed-forward's hidden layer)
+            computed at once; pixels are independent there, so they run in groups this large (the same
+            numbers, a bounded working set).
         mean, std: input normalisation (ImageNet).
         name: catalogue name or file the weights came from.
     """
@@ -270,6 +277,7 @@ class VideoModelConfig:
     temporal: bool = True
     frames: int = 32
     temporal_heads: int = 8
+    temporal_chunk: int = field(default=2**26, compare=False)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     name: str = field(default="", compare=False)
@@ -279,8 +287,9 @@ class VideoModelConfig:
             raise ValueError(f"Video Depth Anything outputs 'disparity' or 'metric_depth', not {self.kind!r}")
         if len(self.layers) != 4 or not all(0 <= i < self.arch.depth for i in self.layers):
             raise ValueError(f"layers must be four block indices below {self.arch.depth}, got {self.layers}")
-        if self.frames < 1 or self.temporal_heads < 1:
-            raise ValueError(f"frames and temporal_heads must be positive, got {self.frames} and {self.temporal_heads}")
+        if self.frames < 1 or self.temporal_heads < 1 or self.temporal_chunk < 1:
+            raise ValueError(f"frames, temporal_heads and temporal_chunk must be positive, got {self.frames}, "
+                             f"{self.temporal_heads} and {self.temporal_chunk}")
         if self.temporal:
             # GroupNorm of 32 groups in front of every temporal module; heads split each width evenly.
             bad = [w for w in self.temporal_widths if w % 32 or w % self.temporal_heads]

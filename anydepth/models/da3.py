@@ -15,15 +15,17 @@ One implementation covers every published DA3 network:
 Parameter names follow the official release (``backbone.pretrained`` shortened to ``backbone``, see
 :func:`convert_da3`, at the end of this module). The DINOv2 parts (blocks, patch embedding, position-embedding
 resize) are those of :mod:`anydepth.models.dinov2`; the DPT fusion blocks those of
-:mod:`anydepth.models.dpt`. The Gaussian-splatting head of GIANT is not built (its weights are
-skipped at load). The configs and presets live in :mod:`anydepth.models.config`, the camera maths
-(rigid inverse, quaternions) in :mod:`anydepth.cameras`; every module returns a documented dataclass
-(:class:`DA3Output`, :class:`DA3BackboneOutput`, :class:`DA3HeadOutput`).
+:mod:`anydepth.models.dpt`. GIANT files also carry a Gaussian-splatting head (:class:`GaussianHead`; its
+raw output becomes 3DGS Gaussians in :mod:`anydepth.gaussians`). Cameras come from the camera decoder or,
+with ``pose_method="ray_pose"``, from the ray branch (:mod:`anydepth.models.ray_pose`). ComfyUI core's
+repacked files load through :func:`convert_comfy_da3`. The configs and presets live in
+:mod:`anydepth.models.config`, the camera maths (rigid inverse, quaternions) in :mod:`anydepth.cameras`;
+every module returns a documented dataclass (:class:`DA3Output`, :class:`DA3BackboneOutput`,
+:class:`DA3HeadOutput`, :class:`GaussianHeadOutput`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,11 +38,20 @@ from torch import nn
 from ..cameras import invert_rigid, matrix_to_quaternion, quaternion_to_matrix
 from ..kinds import METRIC_DEPTH, DepthKind
 from .config import DA3Config, NestedDA3Config
-from .dinov2 import Block, DinoVisionTransformer, Mlp
+from .dinov2 import Block, DinoVisionTransformer, Mlp, convert_hf_dinov2
 from .dpt import FeatureFusionBlock, add_reassemble_layers
+from .ray_pose import rays_to_cameras
 
 RefViewStrategy = Literal["first", "middle", "saddle_balanced", "saddle_sim_range"]
 REF_VIEW_STRATEGIES: tuple[str, ...] = ("first", "middle", "saddle_balanced", "saddle_sim_range")
+
+PoseMethod = Literal["cam_dec", "ray_pose"]
+#: How any-view cameras are predicted: the camera decoder (official default) or solved from the ray branch.
+POSE_METHODS: tuple[str, ...] = ("cam_dec", "ray_pose")
+
+#: Channels of the Gaussian-splatting head: xy offset 2, scales 3, rotation 4, colour SH 3 × 9 (degree 2),
+#: depth offset 1, then the density.
+GS_CHANNELS = 38
 
 #: Reference-view selection runs only from this many views on (and never with given poses).
 MIN_VIEWS_FOR_REF_SELECTION = 3
@@ -54,6 +65,15 @@ SKY_THRESHOLD = 0.3
 
 # --------------------------------------------------------------------------------------------
 # Small pure functions
+
+
+def check_pose_method(pose_method: str, config) -> None:
+    """Raise a ``ValueError`` naming the fix when ``pose_method`` is unknown or the network cannot use it."""
+    if pose_method not in POSE_METHODS:
+        raise ValueError(f"unknown pose_method {pose_method!r}; expected one of {', '.join(POSE_METHODS)}")
+    if pose_method == "ray_pose" and getattr(config, "head", "dualdpt") != "dualdpt":
+        raise ValueError(f"pose_method='ray_pose' needs an any-view DA3 model (SMALL, BASE, LARGE, GIANT, nested): "
+                         f"{config.name or 'this mono / metric network'} has no ray branch; use pose_method='cam_dec'")
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, frequency: float = 100.0, *,
@@ -200,6 +220,11 @@ class DA3Output:
         rays, ray_confidence: ``[B, S, 8h, 8w, 6]`` / ``[B, S, 8h, 8w]`` when asked for.
         reference_view: ``[B]`` reference view chosen per scene, ``None`` when none was chosen.
         scale_factor: nested network only, the factor that took the any-view depth to metres.
+        gs_raw, gs_density: Gaussian-splatting head (when asked for): ``[B, S, H, W, 37]`` raw parameters
+            and ``[B, S, H, W]`` density in 0..1; :func:`anydepth.gaussians.gaussians_from_raw` makes
+            world-space Gaussians of them with ``gs_depth`` and the cameras.
+        gs_depth: ``[B, S, H, W]`` the depth the Gaussian centres start from: the any-view depth, which the
+            nested network then scales to metres (its ``scale_factor``) and fills in the sky.
     """
 
     depth: torch.Tensor
@@ -211,6 +236,9 @@ class DA3Output:
     ray_confidence: torch.Tensor | None = None
     reference_view: torch.Tensor | None = None
     scale_factor: torch.Tensor | None = None
+    gs_raw: torch.Tensor | None = None
+    gs_density: torch.Tensor | None = None
+    gs_depth: torch.Tensor | None = None
 
 
 @dataclass
@@ -482,6 +510,51 @@ class MonoDPTHead(_DA3DPTBase):
         return DA3HeadOutput(self.scratch.output_conv2(feat)[:, 0].exp(), sky=F.relu(self.scratch.sky_output_conv2(feat)[:, 0]))
 
 
+@dataclass
+class GaussianHeadOutput:
+    """Per-pixel output of :class:`GaussianHead` for ``M`` views at the network input size ``H × W``.
+
+    Attributes:
+        raw: ``[M, H, W, 37]`` raw Gaussian parameters (xy offset 2, scale 3, rotation 4, SH 27, depth offset 1).
+        density: ``[M, H, W]`` sigmoid of the last channel (the official opacity before its mapping).
+    """
+
+    raw: torch.Tensor
+    density: torch.Tensor
+
+
+class GaussianHead(_DA3DPTBase):
+    """DPT of DA3-GIANT's Gaussian-splatting branch (the official ``GSDPT``).
+
+    The DualDPT main branch without the token LayerNorm, with the normalised input image added (through a
+    small conv stack, ``images_merger``) to the upsampled features before the last convolutions.
+    """
+
+    def __init__(self, dim_in: int, features: int, out_channels: Sequence[int], out_dim: int = GS_CHANNELS, *,
+                 device=None, dtype=None) -> None:
+        dd = {"device": device, "dtype": dtype}
+        super().__init__(dim_in, features, out_channels, out_dim, dd)
+        half = features // 2
+        widths = (3, half // 4, half // 2, half)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, **dd), nn.GELU()]
+        self.images_merger = nn.Sequential(*layers)
+
+    def _pos(self, x: torch.Tensor, image: tuple[int, int]) -> torch.Tensor:
+        return add_uv_position_embedding_(x, image[1] / image[0])  # x is this head's own intermediate
+
+    def forward(self, feats: Sequence[torch.Tensor], grid: tuple[int, int], images: torch.Tensor,
+                patch: int = 14) -> GaussianHeadOutput:
+        """Shape: four ``[M, h*w, C]`` token maps and the normalised images ``[M, 3, 14h, 14w]`` in; see
+        :class:`GaussianHeadOutput`."""
+        image = (grid[0] * patch, grid[1] * patch)
+        x = self._upsample(self._fuse(self._levels(feats, grid, image))[-1], grid, patch)
+        x = self._pos(x + self.images_merger(images.to(x.dtype)), image)
+        logits = self.scratch.output_conv2(x).permute(0, 2, 3, 1)
+        return GaussianHeadOutput(logits[..., :-1], torch.sigmoid(logits[..., -1]))
+
+
 class CameraEncoder(nn.Module):
     """Known cameras -> camera tokens: pose encoding, MLP, four transformer blocks across the views."""
 
@@ -534,6 +607,7 @@ class DepthAnything3(nn.Module):
         if config.camera:
             self.cam_enc = CameraEncoder(a.embed_dim, **dd)
             self.cam_dec = CameraDecoder(config.head_dim_in, **dd)
+        self.gs_head = GaussianHead(config.head_dim_in, a.features, a.out_channels, **dd) if config.gaussians else None
 
     @property
     def kind(self) -> DepthKind:
@@ -548,6 +622,9 @@ class DepthAnything3(nn.Module):
         ref_view_strategy: RefViewStrategy = "saddle_balanced",
         chunk: int | None = 8,
         rays: bool = False,
+        pose_method: PoseMethod = "cam_dec",
+        gaussians: bool = False,
+        generator: torch.Generator | None = None,
     ) -> DA3Output:
         """Depth, confidence and cameras for ``B`` scenes of ``S`` views.
 
@@ -559,6 +636,12 @@ class DepthAnything3(nn.Module):
             ref_view_strategy: how the reference view is chosen for ≥ 3 views without known poses.
             chunk: views per pass through the per-view parts (memory bound; results do not change).
             rays: also return the ray branch of the DualDPT head.
+            pose_method: ``"cam_dec"`` (the camera decoder, official default) or ``"ray_pose"`` (cameras
+                solved from the ray branch, :func:`~anydepth.models.ray_pose.rays_to_cameras`; the official
+                ``use_ray_pose``).
+            gaussians: also run the Gaussian-splatting head (``gs_raw``, ``gs_density``; GIANT files).
+            generator: source of the ray-pose RANSAC samples (``None``: torch's global generator, as the
+                official code).
         """
         if x.ndim != 5 or x.shape[2] != 3:
             raise ValueError(f"x must be [B, S, 3, H, W] normalised views, got shape {tuple(x.shape)}")
@@ -568,6 +651,10 @@ class DepthAnything3(nn.Module):
             raise ValueError(f"view size {h}×{w} is not a multiple of the patch size {p}; resize first")
         if chunk is not None and chunk < 1:
             raise ValueError(f"chunk must be a positive number of views or None, got {chunk}")
+        check_pose_method(pose_method, self.config)
+        if gaussians and self.gs_head is None:
+            raise ValueError(f"{self.config.name or 'this network'} has no Gaussian-splatting head (only DA3-GIANT and "
+                             "the nested GIANT files carry one)")
         cam_token = None
         if self.config.camera and extrinsics is not None:
             if intrinsics is None:
@@ -577,18 +664,27 @@ class DepthAnything3(nn.Module):
         grid = (h // p, w // p)
         flat = [f.flatten(0, 1) for f in tokens.features]  # [B*S, T, C']
         step = b * s if chunk is None else chunk
-        parts = [self.head([f[i:i + step] for f in flat], grid, p, rays=rays) for i in range(0, b * s, step)]
+        ray_pose = pose_method == "ray_pose"
+        parts = [self.head([f[i:i + step] for f in flat], grid, p, rays=rays or ray_pose) for i in range(0, b * s, step)]
 
-        def joined(name: str) -> torch.Tensor | None:  # the chunks' maps as [B, S, ...]
-            maps = [getattr(part, name) for part in parts]
+        def joined(name: str, chunks: list | None = None) -> torch.Tensor | None:  # the chunks' maps as [B, S, ...]
+            maps = [getattr(part, name) for part in (parts if chunks is None else chunks)]
             if maps[0] is None:
                 return None
             return (torch.cat(maps) if len(maps) > 1 else maps[0]).unflatten(0, (b, s))
 
         out = DA3Output(joined("depth"), joined("confidence"), sky=joined("sky"), rays=joined("rays"),
                         ray_confidence=joined("ray_confidence"), reference_view=tokens.reference_view)
-        if self.config.camera:
+        if ray_pose:
+            out.extrinsics, out.intrinsics = rays_to_cameras(out.rays, out.ray_confidence, (h, w), generator=generator)
+            if not rays:
+                out.rays = out.ray_confidence = None
+        elif self.config.camera:
             out.extrinsics, out.intrinsics = pose_encoding_to_cameras(self.cam_dec(tokens.camera_tokens[-1]), (h, w))
+        if gaussians:
+            images = x.flatten(0, 1)
+            gs = [self.gs_head([f[i:i + step] for f in flat], grid, images[i:i + step], p) for i in range(0, b * s, step)]
+            out.gs_raw, out.gs_density, out.gs_depth = joined("raw", gs), joined("density", gs), out.depth
         return out
 
 
@@ -612,9 +708,16 @@ class NestedDepthAnything3(nn.Module):
         return METRIC_DEPTH
 
     def forward(self, x: torch.Tensor, extrinsics: torch.Tensor | None = None, intrinsics: torch.Tensor | None = None, *,
-                ref_view_strategy: RefViewStrategy = "saddle_balanced", chunk: int | None = 8, rays: bool = False) -> DA3Output:
-        """Same contract as :meth:`DepthAnything3.forward`; depth and translations in metres, ``sky`` set."""
-        out = self.da3(x, extrinsics, intrinsics, ref_view_strategy=ref_view_strategy, chunk=chunk, rays=rays)
+                ref_view_strategy: RefViewStrategy = "saddle_balanced", chunk: int | None = 8, rays: bool = False,
+                pose_method: PoseMethod = "cam_dec", gaussians: bool = False,
+                generator: torch.Generator | None = None) -> DA3Output:
+        """Same contract as :meth:`DepthAnything3.forward`; depth and translations in metres, ``sky`` set.
+
+        The Gaussian head's output (``gaussians=True``) stays in the any-view network's units, as in the
+        official code; ``scale_factor`` takes it to metres.
+        """
+        out = self.da3(x, extrinsics, intrinsics, ref_view_strategy=ref_view_strategy, chunk=chunk, rays=rays,
+                       pose_method=pose_method, gaussians=gaussians, generator=generator)
         metric = self.da3_metric(x, chunk=chunk)
         metric_depth = scale_metric_depth(metric.depth.float(), out.intrinsics)
         depth, conf = out.depth.float(), out.confidence.float()
@@ -677,10 +780,8 @@ def fill_sky(depth: torch.Tensor, sky: torch.Tensor, quantile_q: float = 0.99, m
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoint converter: official DA3 keys -> this implementation's (anydepth.weights picks it from a sentinel key)
-
-#: Prefixes of the Gaussian-splatting head of DA3 GIANT, which is not built (skipped at load).
-DA3_SKIPPED_PREFIXES = ("gs_head.", "gs_adapter.", "da3.gs_head.", "da3.gs_adapter.")
+# Checkpoint converters: official DA3 and ComfyUI core layouts -> this implementation's (anydepth.weights picks
+# one from a sentinel key)
 
 _DA3_SHARED_NORM = re.compile(r"^(.*head\.scratch\.output_conv2_aux)\.(\d)\.2\.(weight|bias)$")
 
@@ -689,28 +790,51 @@ def convert_da3(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Depth Anything 3 ``model.safetensors`` keys (``model.`` already stripped) -> this implementation's.
 
     * ``backbone.pretrained.*`` -> ``backbone.*`` (also under ``da3.`` / ``da3_metric.`` of the nested model);
-    * the Gaussian-splatting head of GIANT (``gs_head.*``) is dropped: it is not built;
     * the DualDPT aux heads share one LayerNorm that files store once (``...output_conv2_aux.0.2``):
       its tensors are filled in for all four heads so that the strict load sees every key.
+
+    The Gaussian-splatting head of GIANT (``gs_head.*``) keeps its names.
 
     Example:
         >>> sd = convert_da3({"backbone.pretrained.cls_token": torch.zeros(1), "gs_head.x": torch.zeros(1),
         ...                   "head.scratch.output_conv2_aux.0.2.weight": torch.ones(1)})
-        >>> sorted(sd)[:2], len(sd)
-        (['backbone.cls_token', 'head.scratch.output_conv2_aux.0.2.weight'], 5)
+        >>> sorted(sd)[:3], len(sd)
+        (['backbone.cls_token', 'gs_head.x', 'head.scratch.output_conv2_aux.0.2.weight'], 6)
     """
-    out: dict[str, torch.Tensor] = {}
-    skipped = 0
-    for k, v in sd.items():
-        if k.startswith(DA3_SKIPPED_PREFIXES):
-            skipped += 1
-            continue
-        out[k.replace("backbone.pretrained.", "backbone.", 1)] = v
-    if skipped:
-        logging.getLogger(__name__).info("skipped %d tensors of the Gaussian-splatting head (not supported)", skipped)
+    out = {k.replace("backbone.pretrained.", "backbone.", 1): v for k, v in sd.items()}
     for k, v in list(out.items()):
         m = _DA3_SHARED_NORM.match(k)
         if m:
             for i in range(4):
                 out.setdefault(f"{m.group(1)}.{i}.2.{m.group(3)}", v)
     return out
+
+
+#: Key prefix of ComfyUI "diffusion model" files (``model.`` is stripped by the reader already).
+COMFY_PREFIX = "diffusion_model."
+
+
+def convert_comfy_da3(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI core's Depth Anything 3 keys (the ``Comfy-Org/Depth-Anything-3`` repacks) -> this implementation's.
+
+    Core runs DA3 on its own DINOv2 (``comfy/image_encoders/dino2.py``), whose names are the transformers
+    ones plus DA3's additions; the heads and camera modules keep the official names. So:
+
+    * ``backbone.embeddings.*`` / ``backbone.encoder.layer.N.*`` / ``backbone.layernorm`` go through the
+      transformers renaming (:func:`~anydepth.models.dinov2.convert_hf_dinov2`: split q/k/v joined into
+      ``qkv``, ``layer_scale`` -> ``ls``, SwiGLU ``weights_in/out`` -> ``w12/w3``, DA3's
+      ``embeddings.camera_token`` and per-head ``attention.q_norm`` / ``k_norm``);
+    * then :func:`convert_da3` (the shared LayerNorm of the aux heads, stored once or four times).
+
+    An optional ``diffusion_model.`` prefix (a full ComfyUI checkpoint) is dropped.
+
+    Example:
+        >>> q = torch.zeros(4, 4)
+        >>> sd = convert_comfy_da3({f"backbone.encoder.layer.0.attention.attention.{n}.weight": q for n in ("query", "key", "value")}
+        ...                        | {"backbone.embeddings.camera_token": torch.zeros(1, 2, 4),
+        ...                           "backbone.encoder.layer.0.attention.q_norm.weight": torch.ones(2)})
+        >>> sorted(sd), tuple(sd["backbone.blocks.0.attn.qkv.weight"].shape)
+        (['backbone.blocks.0.attn.q_norm.weight', 'backbone.blocks.0.attn.qkv.weight', 'backbone.camera_token'], (12, 4))
+    """
+    sd = {k.removeprefix(COMFY_PREFIX): v for k, v in sd.items()}
+    return convert_da3(convert_hf_dinov2(sd, "backbone.", "backbone."))

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..kinds import METRIC_DEPTH
 from .config import ModelConfig
-from .dinov2 import DinoVisionTransformer
+from .dinov2 import DinoVisionTransformer, convert_hf_dinov2
 from .dpt import DPTHead
 
 
@@ -46,45 +46,28 @@ class DepthAnything(nn.Module):
 # Checkpoint converters: foreign key layouts -> this network's names (the original release's).
 # Each is pure (a new dict, tensors shared); anydepth.weights picks one from a sentinel key.
 
-_HF_RENAMES = [
-    (r"backbone\.embeddings\.cls_token", "pretrained.cls_token"),
-    (r"backbone\.embeddings\.mask_token", "pretrained.mask_token"),
-    (r"backbone\.embeddings\.position_embeddings", "pretrained.pos_embed"),
-    (r"backbone\.embeddings\.patch_embeddings\.projection\.", "pretrained.patch_embed.proj."),
-    (r"backbone\.layernorm\.", "pretrained.norm."),
-    (r"backbone\.encoder\.layer\.(\d+)\.(attention\.output\.dense|attention\.o_proj)\.", r"pretrained.blocks.\1.attn.proj."),
-    (r"backbone\.encoder\.layer\.(\d+)\.layer_scale(\d)\.lambda1", r"pretrained.blocks.\1.ls\2.gamma"),
-    (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"pretrained.blocks.\1.mlp.w12."),
-    (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_out\.", r"pretrained.blocks.\1.mlp.w3."),
-    (r"backbone\.encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"pretrained.blocks.\1.\2."),
+_HF_HEAD_RENAMES = [
     (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"depth_head.projects.\1."),
     (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"depth_head.resize_layers.\1."),
     (r"head\.conv1\.", "depth_head.scratch.output_conv1."),
     (r"head\.conv2\.", "depth_head.scratch.output_conv2.0."),
     (r"head\.conv3\.", "depth_head.scratch.output_conv2.2."),
 ]
-_HF_QKV = re.compile(r"backbone\.encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
 
 
 def convert_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers ``DepthAnythingForDepthEstimation`` keys (every ``-hf`` repo) -> original keys.
 
-    Accepts the published attention names (``attention.attention.query``, ``attention.output.dense``)
-    and the names transformers ≥ 5 uses in memory (``attention.q_proj`` ... ``attention.o_proj``);
-    separate q/k/v are concatenated into ``attn.qkv``. Unknown keys are kept for the strict load to report.
+    The DINOv2 backbone goes through :func:`~anydepth.models.dinov2.convert_hf_dinov2` (published and
+    transformers ≥ 5 attention names, q/k/v joined into ``attn.qkv``); the neck and head are renamed here.
+    Unknown keys are kept for the strict load to report.
 
     Example:
         >>> sorted(convert_hf({"head.conv3.bias": torch.zeros(1), "neck.convs.0.weight": torch.zeros(1)}))
         ['depth_head.scratch.layer1_rn.weight', 'depth_head.scratch.output_conv2.2.bias']
     """
     out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    for k, v in sd.items():
-        m = _HF_QKV.match(k)
-        if m:
-            which = {"query": "q", "key": "k", "value": "v"}.get(m.group(2) or "", m.group(3))
-            qkv.setdefault((int(m.group(1)), m.group(4)), {})[which] = v
-            continue
+    for k, v in convert_hf_dinov2(sd).items():
         m = re.match(r"neck\.convs\.(\d)\.(.*)", k)
         if m:
             out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
@@ -95,19 +78,13 @@ def convert_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                     .replace("convolution", "conv"))
             out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
             continue
-        for pattern, repl in _HF_RENAMES:
+        for pattern, repl in _HF_HEAD_RENAMES:
             new, n = re.subn("^" + pattern, repl, k)
             if n:
                 out[new] = v
                 break
         else:
             out[k] = v
-    for (layer, param), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            for which, t in parts.items():  # incomplete: keep under a name the strict load will report
-                out[f"backbone.encoder.layer.{layer}.attention.{which}.{param}"] = t
-            continue
-        out[f"pretrained.blocks.{layer}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
     return out
 
 

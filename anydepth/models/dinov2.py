@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Final, Sequence
 
 import torch
@@ -230,3 +231,65 @@ def pos_grid_for(num_pos_tokens: int) -> int:
     if side * side != num_pos_tokens - 1:
         raise ValueError(f"position embedding of {num_pos_tokens} tokens is not a square grid plus a class token")
     return side
+
+
+# --------------------------------------------------------------------------------------------
+# transformers' DINOv2 names -> the original ones (the -hf Depth Anything repos, ComfyUI core's DINOv2)
+
+_HF_DINOV2_RENAMES = [
+    (r"embeddings\.cls_token", "cls_token"),
+    (r"embeddings\.mask_token", "mask_token"),
+    (r"embeddings\.camera_token", "camera_token"),  # Depth Anything 3 (ComfyUI core)
+    (r"embeddings\.position_embeddings", "pos_embed"),
+    (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"layernorm\.", "norm."),
+    (r"encoder\.layer\.(\d+)\.(attention\.output\.dense|attention\.o_proj)\.", r"blocks.\1.attn.proj."),
+    (r"encoder\.layer\.(\d+)\.attention\.(q_norm|k_norm)\.", r"blocks.\1.attn.\2."),  # Depth Anything 3 (ComfyUI core)
+    (r"encoder\.layer\.(\d+)\.layer_scale(\d)\.lambda1", r"blocks.\1.ls\2.gamma"),
+    (r"encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"blocks.\1.mlp.w12."),
+    (r"encoder\.layer\.(\d+)\.mlp\.weights_out\.", r"blocks.\1.mlp.w3."),
+    (r"encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"blocks.\1.\2."),
+]
+_HF_DINOV2_QKV = re.compile(r"encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
+
+
+def convert_hf_dinov2(sd: dict[str, torch.Tensor], src: str = "backbone.", dst: str = "pretrained.") -> dict[str, torch.Tensor]:
+    """transformers-style DINOv2 keys under ``src`` -> this module's (the original release's) under ``dst``.
+
+    Reads the published attention names (``attention.attention.query``, ``attention.output.dense``), the names
+    transformers ≥ 5 uses in memory (``attention.q_proj`` ... ``attention.o_proj``) and ComfyUI core's Depth
+    Anything 3 additions (``embeddings.camera_token``, ``attention.q_norm`` / ``k_norm``); separate q/k/v are
+    joined into ``attn.qkv``. Keys outside ``src``, and unknown ones, are kept for the strict load to report.
+
+    Example:
+        >>> q = torch.zeros(2, 2)
+        >>> sorted(convert_hf_dinov2({f"backbone.encoder.layer.3.attention.attention.{n}.weight": q for n in ("query", "key", "value")}
+        ...                           | {"backbone.layernorm.bias": torch.zeros(2), "head.x": q}))
+        ['head.x', 'pretrained.blocks.3.attn.qkv.weight', 'pretrained.norm.bias']
+    """
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        if not k.startswith(src):
+            out[k] = v
+            continue
+        name = k[len(src):]
+        m = _HF_DINOV2_QKV.match(name)
+        if m:
+            which = {"query": "q", "key": "k", "value": "v"}.get(m.group(2) or "", m.group(3))
+            qkv.setdefault((int(m.group(1)), m.group(4)), {})[which] = v
+            continue
+        for pattern, repl in _HF_DINOV2_RENAMES:
+            new, n = re.subn("^" + pattern, repl, name)
+            if n:
+                out[dst + new] = v
+                break
+        else:
+            out[k] = v
+    for (layer, param), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            for which, t in parts.items():  # incomplete: keep under a name the strict load will report
+                out[f"{src}encoder.layer.{layer}.attention.{which}.{param}"] = t
+            continue
+        out[f"{dst}blocks.{layer}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
+    return out

@@ -31,11 +31,6 @@ from .config import VideoModelConfig
 from .dinov2 import DinoVisionTransformer, use_fused_attn
 from .dpt import DPTHead
 
-#: Elements of the widest temporal intermediate (the GEGLU hidden layer) computed at once: pixels are
-#: independent in a temporal module, so they run in groups this large (same numbers, bounded memory).
-TEMPORAL_CHUNK_ELEMENTS = 2**26
-
-
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
     """The fixed position code of the temporal attentions: sine on even channels, cosine on odd ones.
 
@@ -143,11 +138,15 @@ class TemporalModule(nn.Module):
         channels: width of the map it mixes (a multiple of 32 and of ``heads``).
         heads: attention heads.
         length: longest sequence of frames one attention sees (its position code).
+        chunk_elements: pixels run in groups whose feed-forward hidden layer has at most this many
+            elements (pixels are independent here: the same numbers, a bounded working set).
     """
 
-    def __init__(self, channels: int, heads: int, length: int, *, device=None, dtype=None) -> None:
+    def __init__(self, channels: int, heads: int, length: int, chunk_elements: int = 2**26, *, device=None,
+                 dtype=None) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
+        self.chunk_elements = chunk_elements
         t = self.temporal_transformer = nn.Module()  # a container, for the published key names
         t.norm = nn.GroupNorm(32, channels, eps=1e-6, **dd)
         t.proj_in = nn.Linear(channels, channels, **dd)
@@ -172,7 +171,7 @@ class TemporalModule(nn.Module):
         b = bt // frames
         rows = t.norm(x).reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
         seen = frames + (0 if context is None else context[0].shape[1])
-        step = max(1, TEMPORAL_CHUNK_ELEMENTS // (seen * 8 * c))
+        step = max(1, self.chunk_elements // (seen * 8 * c))
         outs, states = [], []
         for i in range(0, rows.shape[0], step):
             ctx = None if context is None else [s[i:i + step] for s in context]
@@ -211,14 +210,14 @@ class TemporalDPTHead(DPTHead):
     Args:
         in_channels, features, out_channels: as :class:`~anydepth.models.dpt.DPTHead`.
         widths: the four temporal module widths (``None``: no temporal modules, V2 alone).
-        heads, length: of every temporal attention.
+        heads, length, chunk_elements: of every :class:`TemporalModule`.
     """
 
     def __init__(self, in_channels: int, features: int, out_channels: Sequence[int], widths: Sequence[int] | None,
-                 heads: int = 8, length: int = 32, *, device=None, dtype=None) -> None:
+                 heads: int = 8, length: int = 32, chunk_elements: int = 2**26, *, device=None, dtype=None) -> None:
         super().__init__(in_channels, features, out_channels, "relu", device=device, dtype=dtype)
-        self.motion_modules = (None if widths is None else
-                               nn.ModuleList(TemporalModule(w, heads, length, device=device, dtype=dtype) for w in widths))
+        self.motion_modules = (None if widths is None else nn.ModuleList(
+            TemporalModule(w, heads, length, chunk_elements, device=device, dtype=dtype) for w in widths))
 
     def forward(self, features: Sequence[torch.Tensor], frames: int, patch_size: int = 14, *, temporal: bool = True,
                 context: Sequence[torch.Tensor] | None = None, return_states: bool = False,
@@ -275,7 +274,7 @@ class VideoDepthAnything(nn.Module):
         )
         self.head = TemporalDPTHead(a.embed_dim, a.features, a.out_channels,
                                     config.temporal_widths if config.temporal else None, config.temporal_heads,
-                                    config.frames, device=device, dtype=dtype)
+                                    config.frames, config.temporal_chunk, device=device, dtype=dtype)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Backbone taps of each frame on its own. Shape: ``[N, 3, H, W]`` -> four ``[N, C, H / 14, W / 14]``."""
