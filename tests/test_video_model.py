@@ -8,17 +8,19 @@ same comparisons against the official code itself (random weights, fp32) are in 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from anydepth.memory import MemoryPolicy
 from anydepth.models import DepthAnything, ModelConfig, VideoDepthAnything, create_model, video_config
 from anydepth.models.dpt import DPTHead
 from anydepth.preprocess import network_size, prepare_batch, resize_depth
-from anydepth.video_model import (BLEND, KEY_SLOTS, STRIDE, WINDOW, VideoDepthEstimator, VideoDepthStream, WindowAligner,
+from anydepth.video_model import (BLEND, KEY_SLOTS, WINDOW, VideoDepthEstimator, VideoDepthStream, WindowAligner,
                                   blend_weights, fit_window_scale_shift, iter_frames, padded_length, stream_context_frames,
                                   video_input_size, window_frames, window_starts)
 from tiny_vda import MODULE_KEYS, TINY_VDA, temporal_widths, v2_state_dict, vda_config, vda_state_dict, write_vda
@@ -177,7 +179,7 @@ def test_tiny_vda_state_dict_loads_strictly(tmp_path):
     sd = vda_state_dict()
     for suffix in (".pth", ".safetensors"):
         path = write_vda(sd, tmp_path / f"video_depth_anything_tiny{suffix}")
-        loaded = torch.load(path, weights_only=True) if suffix == ".pth" else __import__("safetensors.torch").torch.load_file(path)
+        loaded = torch.load(path, weights_only=True) if suffix == ".pth" else load_file(path)
         net = create_model(vda_config(), device="meta")
         result = net.load_state_dict(loaded, strict=True, assign=True)
         assert not result.missing_keys and not result.unexpected_keys
@@ -207,7 +209,7 @@ def test_zero_output_linears_are_exactly_v2(v2):
 
 
 def test_v2_config_builds_without_temporal_modules(v2):
-    net = create_model(vda_config().__class__(vda_config().arch, vda_config().layers, temporal=False))
+    net = create_model(dataclasses.replace(vda_config(), temporal=False))
     sd = {k: v for k, v in vda_state_dict().items() if "motion_modules" not in k}
     net.load_state_dict(sd, strict=True)
     x = torch.randn(1, 3, 3, 28, 28, generator=torch.Generator().manual_seed(2))
