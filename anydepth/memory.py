@@ -217,11 +217,13 @@ def estimate_activation_bytes(config: ModelConfig | DA3Config | NestedDA3Config 
     if isinstance(config, ModelConfig):
         return batch * elem * (tokens * a.embed_dim * 12 + h * w * a.features * 3)
     if isinstance(config, VideoModelConfig):
-        per_chunk = tokens * a.embed_dim * 12 + h * w * a.features * 3
         c0, c1, c2, c3 = a.out_channels
         f = a.features
-        # per frame: 4 taps; reassembled + projected maps at 4×, 2×, 1× the token grid; the 2× decoder path mixed
-        per_frame = tokens * (4 * a.embed_dim + 16 * (c0 + f) + 4 * (c1 + f) + c2 + c3 + 12 * f)
+        # per frame of a chunk: the ViT's widest intermediates, the two shallow levels (4× and 2× the token
+        # grid), the full-resolution stages
+        per_chunk = tokens * (a.embed_dim * 12 + 16 * (c0 + f) + 4 * (c1 + f)) + h * w * f * 3
+        # per frame of the window: 4 taps; the deep levels; the 2× decoder path the temporal modules mix
+        per_frame = tokens * (4 * a.embed_dim + c2 + c3 + 12 * f)
         # temporal modules: about three copies of the feed-forward hidden layer (8× wide) of the largest
         # module, in groups of at most config.temporal_chunk elements
         widest = 8 * batch * tokens * max(4 * f, c2, c3 // 4) if config.temporal else 0

@@ -164,6 +164,8 @@ def read_video(source: str | os.PathLike | BinaryIO, *, target_fps: float | None
                 kept += 1
         finally:
             container.close()
+        if decoded == 0:
+            raise ValueError(f"{name} holds no video frames (an empty, truncated or corrupt file)")
         if count is not None and kept < count:
             log.warning("%s: the container announced %d frames but only %d could be read (truncated file?)",
                         name, count, kept)

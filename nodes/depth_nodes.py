@@ -26,9 +26,9 @@ from .validation import Choice, check_with, snap_to_step
 CATEGORY = "anydepth"
 
 _MODEL_TOOLTIP = (
-    "Files in models/depthanything and models/depthanything3 (and their extra_model_paths.yaml entries), "
-    "then the catalogue with each model's license: a catalogue entry is downloaded into models/depthanything "
-    "on first use. CC-BY-NC-4.0 models are not for commercial use."
+    "Files in models/depthanything, models/depthanything3 and models/videodepthanything (and their "
+    "extra_model_paths.yaml entries), then the catalogue with each model's license: a catalogue entry is downloaded "
+    "into its family's folder on first use. CC-BY-NC-4.0 models are not for commercial use."
 )
 _INPUT_SIZE_TOOLTIP = (
     "Shorter side the network sees, a multiple of 14 (518 as in the reference; other values are rounded to the "
@@ -111,7 +111,8 @@ class LoadDepthModel(io.ComfyNode):
             category=f"{CATEGORY}/loaders",
             description="Load a Depth Anything V1/V2 model (any published checkpoint format; for Estimate Depth) or a "
                         "Depth Anything 3 model (config.json + model.safetensors in models/depthanything3; for Any-View "
-                        "Geometry). The model is kept "
+                        "Geometry) or a Video Depth Anything model (models/videodepthanything; for Estimate Video Depth). "
+                        "The model is kept "
                         "between runs and rebuilt when the file or dtype changes; ComfyUI's memory manager places it.",
             inputs=[
                 _model_input(),

@@ -4,8 +4,8 @@
 whole :class:`~anydepth.anyview.GeometryResult` to ``Geometry to Point Cloud``, which writes PLY / GLB files
 into the output folder. Both show a point cloud in the 3D viewer (``js/anydepth_pointcloud.js``, UI key
 ``anydepth_geometry``): Any-View Geometry a preview PLY in the temp folder, Geometry to Point Cloud the PLY it saved
-(or, for GLB only or more than :data:`PREVIEW_POINTS` points, a preview PLY of the same cloud). Both are output
-nodes, like core's preview nodes, so ComfyUI re-sends the viewer's file when a run is cached.
+(its GLB when only GLB is written; beyond :data:`PREVIEW_POINTS` points, a preview PLY of the same cloud). Both are
+output nodes, like core's preview nodes, so ComfyUI re-sends the viewer's file when a run is cached.
 """
 
 from __future__ import annotations
@@ -162,8 +162,9 @@ class GeometryToPointCloud(io.ComfyNode):
         saved = write_point_cloud(geometry, {f: f"{stem}.{f}" for f in format.split("+")},
                                   conf_percentile=conf_percentile, max_points=max_points)
         files = [_saved(path, out, io.FolderType.output) for path in saved.paths.values()]
-        # the viewer shows the saved PLY itself when it is small enough, else a preview subset of the same cloud
-        shown = (files[list(saved.paths).index("ply")] if "ply" in saved.paths and saved.points <= PREVIEW_POINTS
+        # the viewer shows the saved file itself (the PLY, else the GLB) when it is small enough, else a preview subset
+        fmt = "ply" if "ply" in saved.paths else "glb"
+        shown = (files[list(saved.paths).index(fmt)] if saved.points <= PREVIEW_POINTS
                  else _preview_ply(geometry, conf_percentile, max_points))
         return io.NodeOutput(ui={"point_clouds": files, "points": [saved.points], "cameras": [saved.cameras],
                                  UI_KEY: [shown]})

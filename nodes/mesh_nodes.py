@@ -3,7 +3,8 @@
 ``Depth to Mesh`` gives core's ``MESH`` type, so core's SaveGLB and any MESH node take it; its vertices are in
 glTF's frame (y up, the first camera looking along -z), as SaveGLB writes them. The mesh also carries the library's
 :class:`~anydepth.mesh.SceneMesh` (world frame, vertex colours, cameras) for ``Save Mesh``, which writes coloured
-GLB / OBJ / PLY files and returns the file's path for core's Preview 3D (``model_file``).
+GLB / OBJ / PLY files and returns the file's path for core's Preview 3D (``model_file``); the pack's 3D viewer on
+the node shows the GLB / PLY it saved (``js/anydepth_pointcloud.js``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from comfy_api.latest import Types, io, ui
 
 from anydepth.mesh import DEFAULT_FOV_DEGREES, MESH_FORMATS, MeshOptions, SceneMesh, TriangleMesh, scene_mesh, write_mesh
 
+from .geometry_nodes import UI_KEY
 from .types import Depth, Geometry
 from .validation import Choice
 
 CATEGORY = "anydepth/geometry"
+VIEWER_FORMATS: tuple[str, ...] = ("glb", "ply")
+"""Formats the pack's 3D viewer reads (not OBJ): Save Mesh sends it the file it saved under ``UI_KEY``."""
 SCENE_ATTR = "anydepth_scene"
 """Attribute of a ``MESH`` made by Depth to Mesh that holds its :class:`~anydepth.mesh.SceneMesh`."""
 
@@ -130,7 +134,10 @@ class SaveMesh(io.ComfyNode):
             saved.append(ui.SavedResult(os.path.basename(rel), os.path.dirname(rel), io.FolderType.output))
             counter += 1
         first = os.path.relpath(os.path.join(out, saved[0].subfolder, saved[0].filename), out).replace(os.sep, "/")
-        return io.NodeOutput(first, ui={"3d": saved})
+        ui_out: dict = {"3d": saved}
+        if format in VIEWER_FORMATS:  # the pack's 3D viewer on this node shows the first file (js/anydepth_pointcloud.js)
+            ui_out[UI_KEY] = saved[:1]
+        return io.NodeOutput(first, ui=ui_out)
 
 
 NODES: list[type[io.ComfyNode]] = [DepthToMesh, SaveMesh]

@@ -11,7 +11,9 @@ models and check:
 * that the preview stays: after a cached run, a page reload and a workflow-tab switch (``image_to_depth_map.json``,
   whose Estimate Depth node is the one a newcomer meets first);
 * the 3D viewer on Any-View Geometry and on Geometry to Point Cloud (the cloud it saved): drawn, redrawn when the node
-  is resized by its corner, back after a reload and a tab switch, and no second three.js on the page.
+  is resized by its corner, back after a reload and a tab switch, and no second three.js on the page;
+* the viewer on the GLB files anydepth writes (mesh + cameras, points + cameras) and on Save Mesh's GLB
+  (``photos_to_mesh.json``): the triangles, points and camera lines it parsed and drew, and the shaded pixels.
 
 Screenshots land in ``test-artifacts/`` (git-ignored).
 """
@@ -442,6 +444,15 @@ def test_point_cloud_viewers_show_resize_and_stay(server, page, setup):
     assert not _ours(page.messages), _ours(page.messages)
 
 
+_NEW_VIEWER = """
+        const m = await import(module);
+        const viewer = new m.PointCloudViewer();
+        viewer.root.style.cssText += ';position:fixed;left:0;top:0;width:400px;height:300px;z-index:10000';
+        document.body.appendChild(viewer.root);
+        window.anydepthTestViewer = viewer;"""
+"""Page script: a 400×300 viewer of the module at ``module`` on top of the page (window.anydepthTestViewer)."""
+
+
 def test_viewer_orbit_zoom_and_point_size_on_a_written_ply(server, page, setup):
     """The viewer component on a PLY of anydepth.geometry.write_ply, served by /view?type=output: the parsed points and
     colours, the point-size slider, a drag that orbits and a wheel that zooms."""
@@ -458,12 +469,7 @@ def test_viewer_orbit_zoom_and_point_size_on_a_written_ply(server, page, setup):
     folder.mkdir(parents=True, exist_ok=True)
     write_ply(folder / "cloud.ply", cloud, camera_frusta(intrinsics, extrinsics, (48, 64), scale=0.3))
 
-    got = page.evaluate("""async (module) => {
-        const m = await import(module);
-        const viewer = new m.PointCloudViewer();
-        viewer.root.style.cssText += ';position:fixed;left:0;top:0;width:400px;height:300px;z-index:10000';
-        document.body.appendChild(viewer.root);
-        window.anydepthTestViewer = viewer;
+    got = page.evaluate("""async (module) => {""" + _NEW_VIEWER + """
         const d = await viewer.load('/view?filename=cloud.ply&subfolder=viewer&type=output');
         const input = viewer.root.querySelector('[data-anydepth-point-size]');
         input.value = '4'; input.dispatchEvent(new Event('input'));
@@ -493,4 +499,140 @@ def test_viewer_orbit_zoom_and_point_size_on_a_written_ply(server, page, setup):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"point_cloud_component_{setup.id}.png"), clip={"x": 0, "y": 0, "width": 400, "height": 300})
     page.evaluate("() => window.anydepthTestViewer.root.remove()")
+    assert not _ours(page.messages), _ours(page.messages)
+
+
+def _glb_extras(path: Path) -> dict:
+    """The scene extras of a GLB written by anydepth (its JSON chunk, read here without the viewer's code)."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[12:16], "little")
+    doc = json.loads(raw[20:20 + size])
+    return doc["scenes"][doc.get("scene", 0)].get("extras", {})
+
+
+def _box(centre: tuple[float, float, float], half: float, rgb: tuple[int, int, int]):
+    """A cube with 4 vertices per face (flat normals: each face is shaded on its own): 24 vertices, 12 triangles."""
+    from anydepth.mesh import TriangleMesh
+
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float32)
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    verts = np.concatenate([corners[list(q)] for q in quads]) * half + np.asarray(centre, dtype=np.float32)
+    faces = np.array([[4 * f, 4 * f + 1, 4 * f + 2] for f in range(6)] + [[4 * f, 4 * f + 2, 4 * f + 3] for f in range(6)])
+    colors = np.tile(np.asarray(rgb, dtype=np.uint8), (24, 1))
+    return TriangleMesh(torch.from_numpy(verts), torch.from_numpy(faces), torch.from_numpy(colors))
+
+
+def test_glb_viewer_reads_meshes_points_and_cameras(server, page, setup):
+    """The viewer on the GLB files anydepth writes (a mesh with cameras: anydepth.mesh.write_mesh; points with cameras:
+    anydepth.geometry.write_glb; a mesh without colours like core's SaveGLB) and on a mesh PLY: the parsed vertices,
+    colours and triangles equal the written ones, every triangle / point / camera line is drawn, and the mesh is
+    shaded (one colour, several brightnesses once the view is turned)."""
+    from anydepth.geometry import GlbPrimitive, PointCloud, apply_transform, camera_frusta, glb_alignment, write_glb, write_glb_scene
+    from anydepth.mesh import write_mesh
+
+    box = _box((0.0, 0.0, 4.0), 0.5, (230, 20, 10))
+    intrinsics = torch.tensor([[[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]]]).repeat(2, 1, 1)
+    extrinsics = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)[None].repeat(2, 1, 1)
+    extrinsics[1, 0, 3] = -0.5
+    frusta = camera_frusta(intrinsics, extrinsics, (48, 64), scale=0.3)
+    transform = glb_alignment(extrinsics[0], box.vertices)
+    rng = np.random.default_rng(4)
+    points = torch.from_numpy(rng.normal(size=(300, 3)).astype(np.float32)) + torch.tensor([0.0, 0.0, 4.0])
+    colors = torch.from_numpy(rng.integers(0, 256, size=(300, 3)).astype(np.uint8))
+    folder = server.base / "output" / "viewer_glb"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_mesh(folder / "mesh.glb", box, transform=transform, frusta=frusta)
+    write_mesh(folder / "mesh.ply", box)
+    write_glb(folder / "cloud.glb", PointCloud(points=points, colors=colors, view=torch.zeros(300, dtype=torch.int64)),
+              frusta, transform=transform)
+    write_glb_scene(folder / "plain.glb", [GlbPrimitive("mesh", box.vertices.numpy(), None, 4, box.faces.numpy())])
+    assert _glb_extras(folder / "mesh.glb")["anydepth_faces"] == 12
+
+    got = page.evaluate("""async (module) => {""" + _NEW_VIEWER + """
+        const out = {};
+        const lit = () => { const c = viewer.canvas, gl = c.getContext('webgl'); const px = new Uint8Array(c.width * c.height * 4);
+            gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
+            const reds = [];  // red on the grey background: the box's pixels
+            for (let i = 0; i < px.length; i += 4) if (px[i] > 0x44 && px[i + 1] < 0x30 && px[i + 2] < 0x30) reds.push(px[i]);
+            return reds; };
+        for (const name of ['mesh.glb', 'cloud.glb', 'plain.glb', 'mesh.ply']) {
+            const d = await viewer.load(`/view?filename=${name}&subfolder=viewer_glb&type=output`);
+            const reds = lit();
+            out[name] = {...viewer.root.dataset, positions: Array.from(d.positions), colors: Array.from(d.colors),
+                meshPositions: Array.from(d.meshPositions), meshColors: Array.from(d.meshColors),
+                meshIndices: Array.from(d.meshIndices), edges: d.edgePositions.length / 6, frame: d.frame,
+                reds: reds.length, redRange: reds.length ? Math.max(...reds) - Math.min(...reds) : 0};
+            if (name === 'mesh.glb') { // turn the view: the front face and a side face at different angles to the light
+                viewer.orbit.theta = 0.6; viewer.render();
+                const turned = lit();
+                out.turned = {reds: turned.length, redRange: Math.max(...turned) - Math.min(...turned)};
+            }
+        }
+        viewer.root.remove();
+        return out;
+    }""", f"{EXTENSION_URL}anydepth_pointcloud.js")
+    expected_mesh = apply_transform(box.vertices, transform)
+    mesh = got["mesh.glb"]
+    assert (mesh["format"], mesh["frame"], mesh["webgl"]) == ("glb", "gltf", "ok")
+    assert (mesh["points"], mesh["cameras"], mesh["triangles"], mesh["vertices"], mesh["lines"]) == ("0", "2", "12", "24", "16")
+    assert (mesh["drawnTriangles"], mesh["drawnLines"], mesh["drawnPoints"]) == ("12", "16", "0")
+    np.testing.assert_array_equal(np.asarray(mesh["meshPositions"], dtype=np.float32).reshape(-1, 3), expected_mesh)
+    np.testing.assert_array_equal(np.asarray(mesh["meshIndices"]).reshape(-1, 3), box.faces.numpy())
+    np.testing.assert_allclose(np.asarray(mesh["meshColors"]).reshape(-1, 3) * 255, box.colors.numpy(), atol=1e-3)
+    assert mesh["reds"] > 2000  # the red box fills part of the view, head on
+    assert got["turned"]["reds"] > 2000 and got["turned"]["redRange"] > 25  # two faces, two brightnesses: shaded
+
+    cloud = got["cloud.glb"]
+    assert (cloud["points"], cloud["cameras"], cloud["triangles"], cloud["drawnPoints"], cloud["drawnLines"]) == (
+        "300", "2", "0", "300", "16")
+    np.testing.assert_array_equal(np.asarray(cloud["positions"], dtype=np.float32).reshape(-1, 3),
+                                  apply_transform(points, transform))
+    np.testing.assert_allclose(np.asarray(cloud["colors"]).reshape(-1, 3) * 255, colors.numpy(), atol=1e-3)
+
+    plain = got["plain.glb"]  # no COLOR_0: a light grey mesh, no cameras
+    assert (plain["triangles"], plain["cameras"], plain["drawnTriangles"], plain["drawnLines"]) == ("12", "0", "12", "0")
+    assert set(np.round(plain["meshColors"], 3)) == {0.8}
+
+    ply = got["mesh.ply"]  # Save Mesh's PLY: the world frame (OpenCV axes), turned y up for the view
+    assert (ply["format"], ply["frame"], ply["points"], ply["triangles"], ply["drawnTriangles"]) == ("ply", "opencv", "0", "12", "12")
+    np.testing.assert_array_equal(np.asarray(ply["meshPositions"], dtype=np.float32).reshape(-1, 3), box.vertices.numpy())
+    assert ply["reds"] > 2000
+    assert not _ours(page.messages), _ours(page.messages)
+
+
+def test_glb_viewer_on_save_mesh_shows_the_saved_mesh_and_stays(server, page, setup):
+    """photos_to_mesh.json: Save Mesh's viewer shows the GLB it saved (the mesh and the three cameras), drawn, and
+    back after a page reload; core's Preview 3D still gets the file's path."""
+    ids = _load(page, "photos_to_mesh", {"AnyDepthAnyViewGeometry": {"process_res": 56}}, "AnyDepthSaveMesh", at=(120, 40))
+    save = ids["AnyDepthSaveMesh"]
+    # room for the viewer (the workflow was laid out before Save Mesh had one)
+    page.evaluate("(id) => { const n = window.app.graph.getNodeById(id); n.setSize([420, 420]); n.setDirtyCanvas(true, true); }", save)
+    _queue(page)
+    try:
+        page.wait_for_function(f"() => window.app.graph.getNodeById({save}).anydepthViewer?.root.dataset.frames", timeout=90_000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"no mesh in the viewer: {_viewers(page)}; console: {page.messages[-10:]}\n"
+                             f"server log:\n{server.log[-3000:]}") from None
+    outputs = _history_outputs(server, save)
+    (saved,) = outputs["3d"]
+    assert outputs["anydepth_geometry"] == [saved] and saved["filename"].endswith(".glb")
+    extras = _glb_extras(server.base / "output" / saved["subfolder"] / saved["filename"])
+    url = f"/api/view?{urllib.parse.urlencode({'filename': saved['filename'], 'subfolder': saved['subfolder'], 'type': 'output'})}"
+    view = _wait_for_viewers(page, {str(save): url}, "the run")[str(save)]
+    assert (view["format"], view["webgl"], view["points"]) == ("glb", "ok", "0"), view
+    assert int(view["triangles"]) == extras["anydepth_faces"] > 100 and int(view["vertices"]) == extras["anydepth_vertices"]
+    assert view["cameras"] == "3" and view["lines"] == str(3 * 8)
+    assert (view["drawnTriangles"], view["drawnLines"]) == (view["triangles"], view["lines"])
+    assert view["width"] > 100, view
+    lit = page.evaluate("""(id) => { const c = window.app.graph.getNodeById(id).anydepthViewer.canvas;
+        const gl = c.getContext('webgl'); const px = new Uint8Array(c.width * c.height * 4);
+        gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
+        let lit = 0;  // pixels away from the background colour (0x20 grey)
+        for (let i = 0; i < px.length; i += 4) if ([0, 1, 2].reduce((s, c) => s + Math.abs(px[i + c] - 0x20), 0) > 12) lit++;
+        return lit; }""", save)
+    assert lit > 500  # the mesh is drawn, not only the background
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"mesh_viewer_{setup.id}.png"))
+    _reload(page)
+    _wait_for_viewers(page, {str(save): url}, "a page reload")
     assert not _ours(page.messages), _ours(page.messages)

@@ -202,12 +202,15 @@ def test_cli_and_node_write_identical_point_cloud_bytes(comfy, da3_file, images,
     assert outputs["6"]["anydepth_geometry"] == [saved]  # the 3D viewer on the node shows the file it saved
 
 
-def test_geometry_to_point_cloud_shows_a_ply_preview_of_a_glb(comfy, da3_file, images):
-    """GLB only (the viewer reads PLY) or more points than the viewer takes: a preview PLY of the same cloud."""
+def test_geometry_to_point_cloud_shows_its_glb_or_a_ply_preview(comfy, da3_file, images, monkeypatch):
+    """GLB only: the viewer shows the saved GLB; more points than the viewer takes: a preview PLY of the same cloud."""
     nodes = comfy.pack.nodes.geometry_nodes
     outputs = comfy.run(graph(fmt="glb", conf_percentile=30.0, max_points=1200))["outputs"]
+    assert outputs["6"]["anydepth_geometry"] == outputs["6"]["point_clouds"]
+    monkeypatch.setattr(nodes, "PREVIEW_POINTS", 1000)
+    outputs = comfy.run(graph(fmt="glb", conf_percentile=30.0, max_points=1100))["outputs"]  # 1100 points > 1000
     (saved,) = outputs["6"]["point_clouds"]
     (shown,) = outputs["6"]["anydepth_geometry"]
     assert saved["filename"].endswith(".glb") and shown["type"] == "temp" and shown["filename"].endswith(".ply")
     _, points, cameras = read_ply(Path(comfy.folder_paths.get_temp_directory()) / shown["subfolder"] / shown["filename"])
-    assert (points, cameras) == (outputs["6"]["points"][0], 3) and points <= nodes.PREVIEW_POINTS
+    assert outputs["6"]["points"] == [1100] and (points, cameras) == (nodes.PREVIEW_POINTS, 3)  # a subset of the cloud

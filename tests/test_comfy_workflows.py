@@ -21,7 +21,7 @@ from comfy_workflow import to_api
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 RUNNABLE = {"image_to_depth_map", "metric_depth_to_png16", "video_frames_to_depth_images", "photos_to_point_cloud",
-            "photos_to_mesh"}
+            "photos_to_mesh", "video_to_depth_video"}
 MODEL_FILE_INPUTS = {"ckpt_name", "control_net_name", "unet_name", "clip_name1", "clip_name2", "vae_name"}
 FRAMES, FRAME_SIZE = 4, (48, 64)
 
@@ -38,6 +38,9 @@ def server(comfy_server):
     from tiny_da3 import TINY_FILE, official_tiny, save_official
 
     save_official(official_tiny(TINY_FILE, seed=3), comfy_server.base / "models" / "depthanything3" / "DA3-SMALL")
+    from tiny_vda import vda_state_dict, write_vda  # video_to_depth_video: vda-small, found in models/videodepthanything
+
+    write_vda(vda_state_dict(), comfy_server.base / "models" / "videodepthanything" / "video_depth_anything_vits.pth")
     with av.open(str(inputs / "example_video.mp4"), "w") as container:
         stream = container.add_stream("libx264", rate=8)
         stream.height, stream.width = FRAME_SIZE
@@ -144,6 +147,26 @@ def test_video_frames_to_depth_images_runs(server, object_info):
     with av.open(str(videos[0])) as container:
         decoded = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
     assert len(decoded) == FRAMES and decoded[0].shape == FRAME_SIZE
+
+
+def test_video_to_depth_video_runs(server, object_info):
+    from anydepth.video_io import read_video
+    from anydepth.video_model import VideoDepthEstimator
+
+    outputs = run(server, object_info, "video_to_depth_video")
+    save = next(o for o in outputs.values() if "depth_files" in o)
+    folder = server.base / "output" / save["depth_files"][0]["subfolder"]
+    raw = np.stack([np.load(folder / f["filename"]) for f in save["depth_files"]])
+    model = server.base / "models" / "videodepthanything" / "video_depth_anything_vits.pth"
+    want = VideoDepthEstimator(model, dtype="fp32", device="cpu").estimate(
+        list(read_video(server.base / "input" / "example_video.mp4").frames)).depth
+    assert raw.shape == (FRAMES, *FRAME_SIZE)
+    np.testing.assert_allclose(raw, want.numpy(), rtol=0, atol=1e-4 * float(want.abs().max()))
+    videos = list((server.base / "output" / "anydepth" / "vda").glob("depth_*.mp4"))
+    assert len(videos) == 1
+    with av.open(str(videos[0])) as container:
+        assert float(container.streams.video[0].average_rate) == 8  # the source's frame rate
+        assert len(list(container.decode(video=0))) == FRAMES
 
 
 def test_photos_to_point_cloud_runs(server, object_info):

@@ -8,6 +8,7 @@ naming, resuming and writing, never other numbers. Bad inputs must give one line
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -241,6 +242,16 @@ def test_bad_inputs_are_one_line_errors(vda_file, clip_file, tmp_path, capsys):
     Image.fromarray(pattern(1, 26, 32)).save(mixed / "a2.png")
     assert cli(vda_file, mixed, tmp_path / "o4", "--format", "npy") == 1
     one_line_error(capsys, "a2.png is 26×32 but a1.png is 24×32")
+
+    import av
+
+    with av.open(str(tmp_path / "empty.mp4"), "w") as c:  # a video of 0 frames
+        stream = c.add_stream("libx264", rate=10)
+        stream.height, stream.width, stream.pix_fmt = H, W, "yuv420p"
+        c.start_encoding()
+    assert cli(vda_file, tmp_path / "empty.mp4", tmp_path / "o7") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"empty.mp4 (has no video stream|holds no video frames)", err[0]), err
 
     assert cli(vda_file, tmp_path / "missing.mp4", tmp_path / "o5") == 1
     one_line_error(capsys, "does not exist")

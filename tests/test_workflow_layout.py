@@ -28,6 +28,7 @@ PICTURE_H = {
     "AnyDepthEstimate": 224.0,  # js/anydepth_depth_preview.js: getMinHeight 220
     "AnyDepthAnyViewGeometry": 304.0,  # js/anydepth_pointcloud.js: getMinHeight 300
     "AnyDepthGeometryToPointCloud": 304.0,  # the same viewer shows the cloud it saved
+    "AnyDepthSaveMesh": 304.0,  # and the mesh it saved
 }
 MIN_WIDTH = {"AnyDepthEstimate": 340.0}  # js/anydepth_depth_preview.js widens the node to 340 when it is created
 

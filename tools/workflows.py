@@ -58,6 +58,10 @@ SPECS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]]
                                 [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                                 ["strength", "start_percent", "end_percent", "fit"]),
     "AnyDepthSave": ([("depth", "DEPTH")], [], ["filename_prefix", "format", "mode", "scope", "near", "far", "invert"]),
+    "AnyDepthVideoDepth": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE"), ("video", "VIDEO")],
+                           [("depth", "DEPTH"), ("control_image", "IMAGE")],
+                           ["input_size", "batch_size", "chunk_size", "overlap", "mode", "robust", "momentum",
+                            "static_threshold", "tile_size", "tta", "target_fps", "max_frames", "streaming"]),
     "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")], []),
     "AnyDepthAnyViewGeometry": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE")],
                                 [("depth", "DEPTH"), ("confidence", "IMAGE"), ("camera_poses", "STRING"), ("geometry", "GEOMETRY"),
@@ -80,6 +84,7 @@ TITLES = {
     "AnyDepthLoadModel": "Load Depth Model", "AnyDepthEstimate": "Estimate Depth", "AnyDepthToImage": "Depth to Image",
     "AnyDepthColormap": "Depth Colormap", "AnyDepthAnything": "Depth Anything (one step)",
     "AnyDepthApplyControlNet": "Apply Depth ControlNet", "AnyDepthSave": "Save Depth",
+    "AnyDepthVideoDepth": "Estimate Video Depth",
     "CheckpointLoaderSimple": "Load Checkpoint", "CLIPTextEncode": "CLIP Text Encode (Prompt)",
     "EmptyLatentImage": "Empty Latent Image", "VAEDecode": "VAE Decode", "SaveImage": "Save Image",
     "PreviewImage": "Preview Image", "LoadImage": "Load Image", "ControlNetLoader": "Load ControlNet Model",
@@ -102,12 +107,12 @@ TEXT_BOX_H = 84.0
 PREVIEWS: dict[str, tuple[str, float]] = {
     # Nodes that show a picture grow by it: the frontend's image/video preview widget has a minimum height of 220,
     # the pack's depth preview (js/anydepth_depth_preview.js) 220 and its 3D viewer (js/anydepth_pointcloud.js) 300,
-    # shown by Any-View Geometry and Geometry to Point Cloud.
+    # shown by Any-View Geometry, Geometry to Point Cloud and Save Mesh.
     "LoadImage": ("image preview", 224.0), "PreviewImage": ("image preview", 224.0),
     "SaveImage": ("image preview", 224.0), "AnyDepthSave": ("image preview", 224.0),
     "LoadVideo": ("video preview", 224.0), "SaveVideo": ("video preview", 224.0),
     "AnyDepthEstimate": ("depth preview + probe", 224.0), "AnyDepthAnyViewGeometry": ("3D viewer", 304.0),
-    "AnyDepthGeometryToPointCloud": ("3D viewer", 304.0),
+    "AnyDepthGeometryToPointCloud": ("3D viewer", 304.0), "AnyDepthSaveMesh": ("3D viewer", 304.0),
 }
 NODE_W = 340.0
 PREVIEW_3D_SIZE = (400.0, 550.0)
@@ -383,6 +388,33 @@ def video_frames_to_depth_images() -> Graph:
     return g
 
 
+VDA_DEPTH = "vda-small (Apache-2.0)"
+"""Video Depth Anything Small (temporal), downloaded into models/videodepthanything on first use."""
+
+
+def video_to_depth_video() -> Graph:
+    g = Graph("video_to_depth_video", "A video to a flicker-free depth video with Video Depth Anything (its temporal "
+              "network over 32-frame windows, as the official code): raw depth of every frame as NPY (kind and units "
+              "kept) plus 16-bit control PNGs, and an MP4 of the control video at the source's frame rate. Needs only a "
+              "video in input/ (vda-small downloads into models/videodepthanything on first use).")
+    video = g.add("LoadVideo", ["example_video.mp4", "image"], column=0)
+    depth_model = g.add("AnyDepthLoadModel", [VDA_DEPTH, "auto", "managed"], column=0)
+    estimate = g.add("AnyDepthVideoDepth", [518, 4, 16, 4, "running", "irls", 0.2, 0.0, 0, "none", 0.0, 0, False],
+                     column=1)
+    parts = g.add("GetVideoComponents", [], column=1)
+    save = g.add("AnyDepthSave", ["anydepth/vda/depth", "control_png16+npy", "v2_style", "batch", 0.0, 0.0, False], column=2)
+    create = g.add("CreateVideo", [24.0], column=2)
+    save_video = g.add("SaveVideo", ["anydepth/vda/depth", "auto", "auto"], column=3)
+    g.connect(video, "VIDEO", estimate, "video")
+    g.connect(depth_model, "depth_model", estimate, "depth_model")
+    g.connect(video, "VIDEO", parts, "video")
+    g.connect(estimate, "depth", save, "depth")
+    g.connect(estimate, "control_image", create, "images")
+    g.connect(parts, "fps", create, "fps")
+    g.connect(create, "VIDEO", save_video, "video")
+    return g
+
+
 def metric_depth_to_png16() -> Graph:
     g = Graph("metric_depth_to_png16", "Metric depth in metres, kept: raw float32 NPY (Load Depth reads it back) plus "
               "a 16-bit control PNG with a fixed mapping (metric_linear, near 0.01 m = 65535, far 20 m = 0) and a colour "
@@ -470,7 +502,7 @@ def photos_to_mesh() -> Graph:
     return g
 
 
-GRAPHS = (sd15_depth_controlnet, sdxl_depth_controlnet, flux_depth_dev, video_frames_to_depth_images,
+GRAPHS = (sd15_depth_controlnet, sdxl_depth_controlnet, flux_depth_dev, video_frames_to_depth_images, video_to_depth_video,
           metric_depth_to_png16, image_to_depth_map, photos_to_point_cloud, photos_to_mesh)
 
 

@@ -112,31 +112,35 @@ class DPTHead(nn.Module):
                 ``mix(i, x)`` at four points and continued with what it returns: ``i = 0, 1`` on the third and
                 fourth reassembled maps (before their ``layerN_rn`` conv), ``i = 2`` after ``refinenet4``,
                 ``i = 3`` after ``refinenet3``. ``None`` (V1/V2) changes nothing.
-            chunk: run the full-resolution stages (``refinenet2`` on) ``chunk`` images at a time: the same
-                numbers with a lower peak memory for large batches (video windows). ``None``: all at once.
+            chunk: run the two shallow levels and the full-resolution stages ``chunk`` images at a time: the
+                same numbers with a lower peak memory for large batches (video windows). ``None``: all at once.
         """
         gh, gw = features[0].shape[-2:]
         s = self.scratch
-        l1, l2, l3, l4 = (
-            rn(_mixed(mix, i - 2, resize(project(f))))
-            for i, (f, project, resize, rn) in enumerate(zip(
-                features, self.projects, self.resize_layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn)
-            ))
-        )
+        # The deep levels first (where the video model mixes frames); the shallow ones are per image and
+        # the largest maps, so they are made per chunk, right where they are fused.
+        l3 = s.layer3_rn(_mixed(mix, 0, self.resize_layers[2](self.projects[2](features[2]))))
+        l4 = s.layer4_rn(_mixed(mix, 1, self.resize_layers[3](self.projects[3](features[3]))))
         path = _mixed(mix, 2, s.refinenet4(l4, size=l3.shape[2:]))
-        path = _mixed(mix, 3, s.refinenet3(path, l3, size=l2.shape[2:]))
+        del l4
+        # level 2 is the grid ×2 (its transposed convolution has kernel = stride = 2)
+        path = _mixed(mix, 3, s.refinenet3(path, l3, size=(2 * gh, 2 * gw)))
+        del l3
         out_size = (gh * patch_size, gw * patch_size)
         step = path.shape[0] if chunk is None else chunk
-        if step >= path.shape[0]:
-            return self._fine(path, l2, l1, out_size)
-        return torch.cat([self._fine(path[i:i + step], l2[i:i + step], l1[i:i + step], out_size)
-                          for i in range(0, path.shape[0], step)])
+        outs = [self._fine(path[i:i + step], features[0][i:i + step], features[1][i:i + step], out_size)
+                for i in range(0, path.shape[0], step)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def _fine(self, path: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """The full-resolution stages: fuse the two shallowest levels, upsample to ``out_size``, predict."""
+    def _fine(self, path: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """The shallow levels from their taps, fused into ``path``; upsampled to ``out_size``; the prediction."""
         s = self.scratch
-        path = s.refinenet2(path, l2, size=l1.shape[2:])
+        l2 = s.layer2_rn(self.resize_layers[1](self.projects[1](f2)))
+        path = s.refinenet2(path, l2, size=(2 * l2.shape[-2], 2 * l2.shape[-1]))
+        del l2
+        l1 = s.layer1_rn(self.resize_layers[0](self.projects[0](f1)))
         path = s.refinenet1(path, l1)
+        del l1
         out = s.output_conv1(path)
         out = F.interpolate(out, out_size, mode="bilinear", align_corners=True)
         return s.output_conv2(out)
@@ -147,5 +151,5 @@ Mix = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def _mixed(mix: Mix | None, i: int, x: torch.Tensor) -> torch.Tensor:
-    """``mix(i, x)`` for the points ``i >= 0``; ``x`` unchanged without a hook (or for the shallow levels, ``i < 0``)."""
-    return x if mix is None or i < 0 else mix(i, x)
+    """``mix(i, x)``, or ``x`` unchanged without a hook."""
+    return x if mix is None else mix(i, x)
