@@ -12,9 +12,12 @@ the brightness does not pump) and :class:`DepthVideoWriter` encodes them (grey o
 H.264 ``.mp4`` (or any container PyAV writes), atomically: an interrupted run leaves no half-written video.
 
 Example:
-    >>> src = open_frames("clip.mp4", target_fps=10, max_frames=100)     # doctest: +SKIP
-    >>> src.count, src.fps, src.name(0)                                   # doctest: +SKIP
-    (100, 10.0, 'frame_000000')
+    >>> with DepthVideoWriter("depth.mp4", fps=10, colormap="turbo") as out:   # control pictures in 0..1
+    ...     for t in range(12):
+    ...         out.write(torch.linspace(0, 1, 32).expand(24, 32) * (t + 1) / 12)
+    >>> src = open_frames("depth.mp4", target_fps=5, max_frames=4)   # a video file or a folder of frames
+    >>> src.count, src.fps, src.name(0), next(src.frames).shape      # each frame [H, W, 3] in 0..1, read lazily
+    (4, 5, 'frame_000000', torch.Size([24, 32, 3]))
 """
 
 from __future__ import annotations
@@ -223,11 +226,6 @@ class DepthVideoWriter:
     ``colormap`` colours it (:data:`anydepth.normalize.COLORMAPS`). Odd widths / heights get their last
     column / row repeated (yuv420p needs even sizes). The file appears under its name only when :meth:`close`
     succeeds; an error or interrupt before leaves the previous file (or none) in place.
-
-    Example:
-        >>> with DepthVideoWriter("depth.mp4", fps=24, colormap="turbo") as out:   # doctest: +SKIP
-        ...     for x01 in pictures:
-        ...         out.write(x01)
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, *, colormap: str | None = None, crf: int = 18) -> None:

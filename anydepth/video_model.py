@@ -583,7 +583,9 @@ class VideoDepthEstimator:
         cfg = self.model.config
         aligner = WindowAligner(size, fit=cfg.kind != METRIC_DEPTH)
         features: dict[int, list[Tensor]] = {}  # backbone taps by clip frame, reused by the next window
-        raw: dict[int, Tensor] = {}  # frames read but not yet encoded
+        # Frames read but not yet encoded, already at the network size on the device: a window's worth of
+        # inputs then costs the same whatever the source resolution (32 float 4K frames would be 3 GB).
+        ready: dict[int, Tensor] = {}
         read = emitted = 0
         length = None  # the clip length, once the source is exhausted
         chunk = self._fit_chunk(net)  # halved on out-of-memory, for the rest of the clip
@@ -594,29 +596,31 @@ class VideoDepthEstimator:
                 if frame is None:
                     length = read
                 else:
-                    raw[read] = frame
+                    ready[read] = prepare_batch(frame[None].to(device), net, cfg.mean, cfg.std, dtype=self.dtype)[0]
                     read += 1
             # Until the end is known the window lies wholly inside the clip; after it, slots past it are padding.
             slots = window_frames(start, length if length is not None else start + WINDOW)
             last = length is not None and start + STRIDE >= length
 
             def run(per_pass: int) -> tuple[Tensor, dict[int, list[Tensor]]]:
-                return self._window_depth(slots, raw, features, net, device, per_pass)
+                return self._window_depth(slots, ready, features, per_pass)
 
             (depth, new), chunk = retry_halving_on_oom(
                 run, chunk, self.policy, unit="frames per pass",
                 message=f"out of memory on {device} even with one frame per pass at {net[1]}×{net[0]} px; lower "
                         "input_size, use dtype fp16/bf16, use streaming=True, or free memory used by other models")
             for i in new:
-                del raw[i]
+                del ready[i]
             # The next window starts with this one's key frames: keep their taps (copies, so the batches go).
             have = {**features, **new}
             features = {i: [t.clone() for t in have[i]] for i in {slots[k] for k in KEY_SLOTS}} if not last else {}
+            del have, new
             # Frames come out one at a time (at the frame size); padding frames are never emitted, and once the
             # clip is out no window is left to compute (the official code runs one more and drops it).
             count = (WINDOW if start == 0 else WINDOW - ALIGN_SLOTS) - (0 if last else BLEND)
             limit = count if length is None else min(count, length - emitted)
             yield _first(aligner.push(depth, last=last), limit)
+            del depth  # the window's output is in the aligner's frames now; do not hold it through the next window
             emitted += limit
             if last or emitted == length:
                 return
@@ -630,15 +634,14 @@ class VideoDepthEstimator:
             chunk //= 2
         return chunk
 
-    def _window_depth(self, slots: list[int], raw: dict[int, Tensor], features: dict[int, list[Tensor]],
-                      net: tuple[int, int], device: torch.device, chunk: int) -> tuple[Tensor, dict[int, list[Tensor]]]:
+    def _window_depth(self, slots: list[int], ready: dict[int, Tensor], features: dict[int, list[Tensor]],
+                      chunk: int) -> tuple[Tensor, dict[int, list[Tensor]]]:
         """One window's ``[32, h, w]`` float32 depth and the taps of the frames it encoded (``chunk`` per pass)."""
-        cfg = self.model.config
         todo = sorted({i for i in slots if i not in features})
         new: dict[int, list[Tensor]] = {}
         for k in range(0, len(todo), chunk):
             ids = todo[k:k + chunk]
-            x = prepare_batch(torch.stack([raw[i] for i in ids]).to(device), net, cfg.mean, cfg.std, dtype=self.dtype)
+            x = torch.stack([ready[i] for i in ids])
             taps = self.model.encode(x)
             for j, i in enumerate(ids):
                 new[i] = [t[j] for t in taps]

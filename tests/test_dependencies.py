@@ -22,7 +22,10 @@ TESTS = ROOT / "tests"
 #: Importable without a distribution of their own: this project, and the ComfyUI tree that
 #: tests/comfy_runtime.py fetches for the node tests.
 FIRST_PARTY = {"anydepth", "nodes", "tests"}
-COMFYUI = {"comfy", "execution", "folder_paths", "server", "utils"}
+COMFYUI = {"comfy", "comfy_api", "execution", "folder_paths", "server", "utils"}
+#: Tried inside ``try: ... except ImportError`` with a stand-in when absent (tests/test_da3_alignment.py: the
+#: official InputProcessor's torchvision transforms and its imageio import); never required.
+OPTIONAL = {"torchvision", "imageio"}
 #: Installed by the README's test command itself (``pip install --no-deps depth-anything-3==0.1.1``).
 INSTALLED_BY_THE_TEST_COMMAND = {"depth-anything-3"}
 
@@ -53,7 +56,7 @@ def _imports(path: Path) -> set[str]:
 
 def _undeclared(files: list[Path]) -> dict[str, str]:
     """``{module: why}`` for each imported module no declared distribution provides."""
-    local = {p.stem for p in TESTS.glob("*.py")} | FIRST_PARTY | COMFYUI
+    local = {p.stem for p in TESTS.glob("*.py")} | FIRST_PARTY | COMFYUI | OPTIONAL
     provides = importlib.metadata.packages_distributions()
     declared = _declared()
     out = {}

@@ -149,5 +149,5 @@ def test_nested_estimate_is_its_anyview_network():
 
 
 def test_estimate_names_an_unknown_config():
-    with pytest.raises(TypeError, match="ModelConfig, DA3Config or NestedDA3Config, got ArchConfig"):
+    with pytest.raises(TypeError, match="ModelConfig, DA3Config, NestedDA3Config or VideoModelConfig, got ArchConfig"):
         estimate_activation_bytes(ARCHS["vits"], 1, (518, 518), torch.float32)

@@ -29,7 +29,8 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 #: Names of functions whose job is a camera helper (anywhere in the name: ``_centres``, ``to_homogeneous`` ...).
 CAMERA_HELPER = re.compile(r"invert_rigid|invert_extrinsics|cent(er|re)s$|homogeneous$|quaternion")
-NETWORK_MODULES = {"anydepth.models.depth_anything", "anydepth.models.da3", "anydepth.models.dinov2", "anydepth.models.dpt"}
+NETWORK_MODULES = {"anydepth.models.depth_anything", "anydepth.models.da3", "anydepth.models.dinov2", "anydepth.models.dpt",
+                   "anydepth.models.video_depth_anything"}
 
 
 def _module_name(path: Path) -> str:
@@ -118,7 +119,9 @@ def test_config_imports_no_network():
 
 
 @pytest.mark.parametrize(("module", "forbidden"), [("depth_anything.py", "anydepth.models.da3"),
-                                                    ("da3.py", "anydepth.models.depth_anything")])
+                                                    ("da3.py", "anydepth.models.depth_anything"),
+                                                    ("video_depth_anything.py", "anydepth.models.depth_anything"),
+                                                    ("video_depth_anything.py", "anydepth.models.da3")])
 def test_networks_do_not_import_each_other(module, forbidden):
     assert forbidden not in _imports(PACKAGE / "models" / module)
 

@@ -277,7 +277,7 @@ class VideoModelConfig:
     temporal: bool = True
     frames: int = 32
     temporal_heads: int = 8
-    temporal_chunk: int = field(default=2**26, compare=False)
+    temporal_chunk: int = field(default=2**24, compare=False)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     name: str = field(default="", compare=False)

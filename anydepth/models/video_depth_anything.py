@@ -142,7 +142,7 @@ class TemporalModule(nn.Module):
             elements (pixels are independent here: the same numbers, a bounded working set).
     """
 
-    def __init__(self, channels: int, heads: int, length: int, chunk_elements: int = 2**26, *, device=None,
+    def __init__(self, channels: int, heads: int, length: int, chunk_elements: int = 2**24, *, device=None,
                  dtype=None) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -214,7 +214,7 @@ class TemporalDPTHead(DPTHead):
     """
 
     def __init__(self, in_channels: int, features: int, out_channels: Sequence[int], widths: Sequence[int] | None,
-                 heads: int = 8, length: int = 32, chunk_elements: int = 2**26, *, device=None, dtype=None) -> None:
+                 heads: int = 8, length: int = 32, chunk_elements: int = 2**24, *, device=None, dtype=None) -> None:
         super().__init__(in_channels, features, out_channels, "relu", device=device, dtype=dtype)
         self.motion_modules = (None if widths is None else nn.ModuleList(
             TemporalModule(w, heads, length, chunk_elements, device=device, dtype=dtype) for w in widths))
