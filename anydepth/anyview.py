@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .cameras import camera_centers, to_homogeneous
 from .catalog import VARIANTS
 from .kinds import DEPTH, METRIC_DEPTH, UNITS, DepthKind
-from .memory import (MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
+from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
                      retry_halving_on_oom, run_in_batches)
 from .models.da3 import (
     POSE_METHODS,
@@ -581,7 +581,7 @@ class AnyViewEstimator:
 
     @property
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return parameter_bytes(self.model)
 
     def memory_required(self, views: int, size: tuple[int, int]) -> int:
         """Bytes for weights plus activations of ``views`` views at network ``size``."""

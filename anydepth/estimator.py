@@ -12,7 +12,7 @@ import torch
 
 from .catalog import DEFAULT_MODEL, VARIANTS
 from .kinds import METRIC_DEPTH, UNITS, DepthKind
-from .memory import (MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
+from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
                      run_in_batches)
 from .models import DepthAnything, VideoDepthAnything
 from .preprocess import (ImageInput, check_max_tokens, network_size, prepare_batch, resize_depth, resolve_max_tokens,
@@ -173,7 +173,7 @@ class DepthEstimator:
 
     @property
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return parameter_bytes(self.model)
 
     def memory_required(self, batch: int, size: tuple[int, int]) -> int:
         """Bytes for weights plus activations of a ``batch`` at network ``size``."""

@@ -453,3 +453,13 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; expected auto, {', '.join(DTYPES)}") from None
+
+
+def parameter_bytes(module: torch.nn.Module) -> int:
+    """Bytes the module's parameters take, at their current dtype (what a memory estimate adds to activations).
+
+    Example:
+        >>> parameter_bytes(torch.nn.Linear(4, 2))  # 8 weights + 2 biases, float32
+        40
+    """
+    return sum(p.numel() * p.element_size() for p in module.parameters())

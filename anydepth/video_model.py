@@ -48,7 +48,7 @@ from torch import Tensor
 from .align import fit_scale_shift
 from .estimator import DepthResult
 from .kinds import METRIC_DEPTH, DepthKind
-from .memory import (MemoryPolicy, estimate_activation_bytes, estimate_stream_cache_bytes, make_policy,
+from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, estimate_stream_cache_bytes, make_policy,
                      resolve_dtype, retry_halving_on_oom)
 from .models import DepthAnything, VideoDepthAnything
 from .preprocess import network_size, prepare_batch, resize_depth, to_tensor_list
@@ -499,7 +499,7 @@ class VideoDepthEstimator:
 
     @property
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return parameter_bytes(self.model)
 
     def memory_required(self, size: tuple[int, int], *, streaming: bool = False, batch_size: int | None = None) -> int:
         """Bytes for weights plus the activations of one window (or one streamed frame and the cache) at network ``size``."""
