@@ -51,7 +51,7 @@ from .kinds import METRIC_DEPTH, DepthKind
 from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, estimate_stream_cache_bytes, make_policy,
                      resolve_dtype, retry_halving_on_oom)
 from .models import DepthAnything, VideoDepthAnything
-from .preprocess import network_size, prepare_batch, resize_depth, to_tensor_list
+from .preprocess import network_size, prepare_batch, resize_depth, resolve_max_tokens, to_tensor_list, warn_capped
 
 __all__ = [
     "BLEND",
@@ -120,6 +120,23 @@ def video_input_size(height: int, width: int, input_size: int = 518) -> int:
     if ratio <= WIDE_RATIO:
         return input_size
     return max(14, round(int(input_size * 1.777 / ratio) / 14) * 14)
+
+
+def video_network_size(height: int, width: int, input_size: int = 518, *, warn: bool = False) -> tuple[int, int]:
+    """The network size for frames of ``height × width``: the official rule (:func:`video_input_size`, then the
+    "lower_bound" resize), capped by the default token budget like every estimator, so a thin clip cannot exhaust
+    the host (:func:`anydepth.preprocess.network_size`; ``warn`` logs the one-line warning when the cap applies).
+
+    Example:
+        >>> video_network_size(480, 640), video_network_size(2, 3000)
+        ((518, 686), (14, 21000))
+    """
+    budget = resolve_max_tokens(None, input_size)
+    rule = video_input_size(height, width, input_size)
+    net = network_size(height, width, rule, max_tokens=budget)
+    if warn:
+        warn_capped([((height, width), network_size(height, width, rule), net)], budget)
+    return net
 
 
 def padded_length(frames: int) -> int:
@@ -408,7 +425,7 @@ class VideoDepthStream:
         size = tuple(x01.shape[-2:])
         if self.frame_size is None:
             self.frame_size = size
-            self.net_size = network_size(*size, video_input_size(*size, self.input_size))
+            self.net_size = video_network_size(*size, self.input_size)
         elif size != self.frame_size:
             raise ValueError(f"frame {self.frames_seen} is {size[0]}×{size[1]} but the stream started at "
                              f"{self.frame_size[0]}×{self.frame_size[1]}; call reset() to start a new clip")
@@ -536,7 +553,7 @@ class VideoDepthEstimator:
         if first is None:
             raise ValueError("the clip has no frames; pass at least one frame")
         size = tuple(first.shape[-2:])
-        net = network_size(*size, video_input_size(*size, input_size))
+        net = video_network_size(*size, input_size, warn=True)
         source = itertools.chain([first], source)
         device = self.policy.acquire(self.model, self.memory_required(net, streaming=streaming))
         done = 0
@@ -570,7 +587,7 @@ class VideoDepthEstimator:
                 maps.append(depth)
         depth = out if out is not None else torch.stack(maps)
         h, w = depth.shape[-2:]
-        net = network_size(h, w, video_input_size(h, w, input_size or self.input_size))
+        net = video_network_size(h, w, input_size or self.input_size)
         return DepthResult(depth, self.kind, [net] * depth.shape[0], self.model_name, None)
 
     __call__ = estimate

@@ -466,3 +466,18 @@ def test_memory_does_not_grow_with_clip_length(vda64, streaming):
     if streaming:  # the cache is allocated whole at the first frame
         assert held[160] == held[100] == held[40], held
     assert checksum > 0
+
+
+def test_a_thin_clip_is_capped_by_the_token_budget(tmp_path, caplog):
+    """Issue 13 for video: a 2×600 clip runs at a capped size (one warning) and comes back at its own size."""
+    from anydepth.video_model import video_network_size
+
+    assert video_network_size(480, 640) == network_size(480, 640)  # ordinary frames: the official size, unchanged
+    h, w = video_network_size(2, 3000)
+    assert (h, w) == (14, 21000) and (h // 14) * (w // 14) <= 4 * 37 * 37
+    est = VideoDepthEstimator(str(write_vda(vda_state_dict(), tmp_path / "video_depth_anything_vits.pth")),
+                              dtype="fp32", input_size=70)
+    with caplog.at_level("WARNING"):
+        result = est.estimate(torch.rand(5, 2, 600, 3))
+    assert tuple(result.depth.shape) == (5, 2, 600) and bool(torch.isfinite(result.depth).all())
+    assert sum("token budget" in r.getMessage() for r in caplog.records) == 1
