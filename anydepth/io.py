@@ -107,7 +107,7 @@ def list_images(path_or_dir: PathLike, *, recursive: bool = False) -> list[Path]
         it = p.rglob("*") if recursive else p.iterdir()
         found = [f for f in it if _is_listed_image(f.relative_to(p)) and f.is_file()]
         found.sort(key=lambda f: f.relative_to(p).as_posix())
-        where = f"folder {p}" + (" (recursive)" if recursive else " (use recursive=True to include sub-folders)")
+        where = f"folder {p}" + (" (recursive)" if recursive else " (sub-folders are searched with --recursive, or recursive=True in Python)")
         if not found:
             raise ValueError(f"no images found in {where}; expected suffixes {', '.join(sorted(IMAGE_EXTENSIONS))}")
         return found
