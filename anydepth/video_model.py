@@ -51,7 +51,8 @@ from .kinds import METRIC_DEPTH, DepthKind
 from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, estimate_stream_cache_bytes, make_policy,
                      resolve_dtype, retry_halving_on_oom)
 from .models import DepthAnything, VideoDepthAnything
-from .preprocess import network_size, prepare_batch, resize_depth, resolve_max_tokens, to_tensor_list, warn_capped
+from .preprocess import (check_max_tokens, network_size, prepare_batch, resize_depth, resolve_max_tokens, to_tensor_list,
+                         warn_capped)
 
 __all__ = [
     "BLEND",
@@ -122,16 +123,18 @@ def video_input_size(height: int, width: int, input_size: int = 518) -> int:
     return max(14, round(int(input_size * 1.777 / ratio) / 14) * 14)
 
 
-def video_network_size(height: int, width: int, input_size: int = 518, *, warn: bool = False) -> tuple[int, int]:
+def video_network_size(height: int, width: int, input_size: int = 518, *, max_tokens: int | None = None,
+                       warn: bool = False) -> tuple[int, int]:
     """The network size for frames of ``height × width``: the official rule (:func:`video_input_size`, then the
-    "lower_bound" resize), capped by the default token budget like every estimator, so a thin clip cannot exhaust
-    the host (:func:`anydepth.preprocess.network_size`; ``warn`` logs the one-line warning when the cap applies).
+    "lower_bound" resize), capped by the token budget like every estimator, so a thin clip cannot exhaust the host
+    (:func:`anydepth.preprocess.network_size`; ``max_tokens`` ``None``: the default budget, ``0``: no cap; ``warn``
+    logs the one-line warning when the cap applies).
 
     Example:
-        >>> video_network_size(480, 640), video_network_size(2, 3000)
-        ((518, 686), (14, 21000))
+        >>> video_network_size(480, 640), video_network_size(2, 3000), video_network_size(480, 640, max_tokens=1000)
+        ((518, 686), (14, 21000), (378, 504))
     """
-    budget = resolve_max_tokens(None, input_size)
+    budget = resolve_max_tokens(max_tokens, input_size)
     rule = video_input_size(height, width, input_size)
     net = network_size(height, width, rule, max_tokens=budget)
     if warn:
@@ -369,6 +372,7 @@ class VideoDepthStream:
         device: where the network runs; the frame tensors are moved there.
         dtype: the network's dtype (inputs are cast to it).
         input_size: shorter side the network sees, before :func:`video_input_size`.
+        max_tokens: token budget of a frame's network input (see :func:`video_network_size`).
 
     Example:
         >>> from anydepth.models import ArchConfig, VideoModelConfig, create_model
@@ -380,7 +384,7 @@ class VideoDepthStream:
     """
 
     def __init__(self, model: VideoDepthAnything, *, device: torch.device | str, dtype: torch.dtype,
-                 input_size: int = 518) -> None:
+                 input_size: int = 518, max_tokens: int | None = None) -> None:
         _check_video_model(model)
         if model.head.motion_modules is None:
             raise ValueError("streaming needs the temporal modules; this network was built with temporal=False")
@@ -388,6 +392,7 @@ class VideoDepthStream:
         self.device = torch.device(device)
         self.dtype = dtype
         self.input_size = input_size
+        self.max_tokens = check_max_tokens(max_tokens)
         self.reset()
 
     def reset(self) -> None:
@@ -424,8 +429,12 @@ class VideoDepthStream:
         x01 = batch[0]
         size = tuple(x01.shape[-2:])
         if self.frame_size is None:
-            self.frame_size = size
-            self.net_size = video_network_size(*size, self.input_size)
+            net = video_network_size(*size, self.input_size, max_tokens=self.max_tokens)
+            if max(net) <= 28:  # the coarsest head stage would be 1×1 px: one value per channel for the norms
+                raise ValueError(f"streaming needs a network input of at least 42 px on one side; frames of "
+                                 f"{size[0]}×{size[1]} run at {net[0]}×{net[1]}. Raise input_size or max_tokens, or "
+                                 "use offline mode")
+            self.frame_size, self.net_size = size, net
         elif size != self.frame_size:
             raise ValueError(f"frame {self.frames_seen} is {size[0]}×{size[1]} but the stream started at "
                              f"{self.frame_size[0]}×{self.frame_size[1]}; call reset() to start a new clip")
@@ -462,6 +471,8 @@ class VideoDepthEstimator:
             as the official micro-batch); a window is always 32 frames. Halved automatically on
             out-of-memory, and kept halved for the rest of the clip.
         input_size: shorter side the network sees (multiple of 14; wide frames get less, see :func:`video_input_size`).
+        max_tokens: token budget of one frame's network input, in 14×14 patches: ``None`` (default) four times
+            the patches of an ``input_size`` square, ``0`` no cap. Frames over it run smaller (one warning).
         memory: ``"keep"``, ``"offload"`` or a :class:`~anydepth.memory.MemoryPolicy` (ComfyUI's bridge).
         models_dir, revision, kind: passed to the loader for a name or path.
         output_device: where depth maps are returned (CPU by default).
@@ -492,6 +503,7 @@ class VideoDepthEstimator:
         revision: str | None = None,
         kind: str | None = None,
         output_device: torch.device | str = "cpu",
+        max_tokens: int | None = None,
     ) -> None:
         self.policy = make_policy(memory, device)
         self.dtype = resolve_dtype(dtype, self.policy.device)
@@ -508,6 +520,7 @@ class VideoDepthEstimator:
         self.batch_size = _positive_int(batch_size, "batch_size")
         network_size(518, 518, input_size)  # validates input_size early
         self.input_size = input_size
+        self.max_tokens = check_max_tokens(max_tokens)
         self.output_device = torch.device(output_device)
 
     @property
@@ -553,7 +566,7 @@ class VideoDepthEstimator:
         if first is None:
             raise ValueError("the clip has no frames; pass at least one frame")
         size = tuple(first.shape[-2:])
-        net = video_network_size(*size, input_size, warn=True)
+        net = video_network_size(*size, input_size, max_tokens=self.max_tokens, warn=True)
         source = itertools.chain([first], source)
         device = self.policy.acquire(self.model, self.memory_required(net, streaming=streaming))
         done = 0
@@ -587,7 +600,7 @@ class VideoDepthEstimator:
                 maps.append(depth)
         depth = out if out is not None else torch.stack(maps)
         h, w = depth.shape[-2:]
-        net = video_network_size(h, w, input_size or self.input_size)
+        net = video_network_size(h, w, input_size or self.input_size, max_tokens=self.max_tokens)
         return DepthResult(depth, self.kind, [net] * depth.shape[0], self.model_name, None)
 
     __call__ = estimate
@@ -670,7 +683,8 @@ class VideoDepthEstimator:
     # ---------------------------------------------------------------------------------------------- streaming
 
     def _streamed(self, source: Iterator[Tensor], device: torch.device, input_size: int) -> Iterator[Iterator[Tensor]]:
-        stream = VideoDepthStream(self.model, device=device, dtype=self.dtype, input_size=input_size)
+        stream = VideoDepthStream(self.model, device=device, dtype=self.dtype, input_size=input_size,
+                                  max_tokens=self.max_tokens)
         for frame in source:
             self.policy.check_interrupt()
             depth, _ = retry_halving_on_oom(
@@ -698,7 +712,8 @@ class _PlacedStream:
         est = self.estimator
         size = (self.input_size, self.input_size)
         device = est.policy.acquire(est.model, est.memory_required(size, streaming=True))
-        return VideoDepthStream(est.model, device=device, dtype=est.dtype, input_size=self.input_size)
+        return VideoDepthStream(est.model, device=device, dtype=est.dtype, input_size=self.input_size,
+                                max_tokens=est.max_tokens)
 
     def __exit__(self, *exc: object) -> None:
         self.estimator.policy.release(self.estimator.model)

@@ -289,6 +289,84 @@ def run_parity(args: argparse.Namespace) -> dict:
     return report
 
 
+# ------------------------------------------------------------------------------------------------ speed
+
+
+def speed_worker(args: argparse.Namespace) -> dict:
+    """Time and peak-memory growth of one implementation on the clip, in this (fresh) process."""
+    import gc
+
+    from bench_engine import _reset_hwm, _status_kb
+
+    w, h = _size(args.frame_size)
+    frames = np.stack(list(synthetic_frames(args.frames, w, h)))  # both sides get the same uint8 clip in RAM
+    state = torch.load(args.weights, map_location="cpu", weights_only=True)
+    metric = "metric" in Path(args.weights).name
+    if args.impl == "official":
+        Offline, Online = _import_official(Path(args.official))
+        shape = dict(encoder="vits", features=64, out_channels=[48, 96, 192, 384])
+        net = (Online(**shape) if args.mode == "streaming" else Offline(**shape, metric=metric)).eval()
+        net.load_state_dict(state, strict=True)
+        if args.mode == "streaming":
+            run = lambda: [net.infer_video_depth_one(f, input_size=args.input_size, device="cpu", fp32=True) for f in frames]
+        else:
+            run = lambda: net.infer_video_depth(frames, 30, input_size=args.input_size, device="cpu", fp32=True)[0]
+    else:
+        from anydepth.video_model import VideoDepthEstimator
+
+        net = create_model(video_config("vits", metric))
+        net.load_state_dict(state, strict=True)
+        est = VideoDepthEstimator(net, device="cpu", dtype="fp32", input_size=args.input_size)
+        run = lambda: est.estimate(frames, streaming=args.mode == "streaming").depth
+    del state
+    gc.collect()
+    reset = _reset_hwm()
+    rss0 = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = run()
+    seconds = time.perf_counter() - t0
+    hwm = _status_kb("VmHWM")
+    depth = np.asarray(out, dtype=np.float32) if not isinstance(out, torch.Tensor) else out.float().numpy()
+    np.save(args.out_npy, depth)
+    return {"impl": args.impl, "mode": args.mode, "seconds": seconds, "fps": len(frames) / seconds,
+            "peak_mib": (hwm - rss0) / 1024 if reset and hwm and rss0 else float("nan"),
+            "baseline_rss_mib": (rss0 or 0) / 1024}
+
+
+def run_speed(args: argparse.Namespace) -> dict:
+    """The official code and anydepth on the same clip and the same random ViT-S weights, fp32, CPU, one run."""
+    import tempfile
+
+    w, h = _size(args.frame_size)
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "video_depth_anything_vits.pth"  # the name tells the workers the encoder
+        torch.save(randomise(create_model(video_config("vits", False))).state_dict(), weights)
+        print(f"ViT-S (random weights), {args.frames} frames {w}x{h}, input_size {args.input_size}, fp32, CPU, "
+              f"threads {args.threads or torch.get_num_threads()}; peak = VmHWM growth during the run")
+        for mode in args.modes.split(","):
+            rows = {}
+            for impl in ("official", "anydepth"):  # alternating would not help: each run is minutes long
+                npy = Path(tmp) / f"{impl}_{mode}.npy"
+                cmd = [sys.executable, __file__, "_speed_worker", "--impl", impl, "--mode", mode, "--weights", str(weights),
+                       "--official", args.official, "--frames", str(args.frames), "--frame-size", args.frame_size,
+                       "--input-size", str(args.input_size), "--threads", str(args.threads), "--out-npy", str(npy)]
+                res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                if res.returncode:
+                    raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{res.stderr[-3000:]}")
+                rows[impl] = json.loads(res.stdout.strip().splitlines()[-1])
+                rows[impl]["depth"] = np.load(npy)
+            a, o = rows["anydepth"], rows["official"]
+            err = max(float(np.abs(x - y).max() / (y.max() - y.min())) for x, y in zip(a.pop("depth"), o.pop("depth")))
+            report[mode] = {"official": o, "anydepth": a, "speed_ratio": o["seconds"] / a["seconds"],
+                            "memory_ratio": a["peak_mib"] / o["peak_mib"], "max_error_over_range": err}
+            print(f"{mode:>9}: official {o['seconds']:7.1f} s {o['peak_mib']:7.0f} MiB | anydepth {a['seconds']:7.1f} s "
+                  f"{a['peak_mib']:7.0f} MiB | anydepth {o['seconds'] / a['seconds']:.2f}x the official speed, "
+                  f"{a['peak_mib'] / o['peak_mib']:.2f}x its peak memory; largest error {err:.1e} of range", flush=True)
+    return report
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -318,6 +396,15 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("parity", parents=[common])
     p.add_argument("--official", required=True, help="a checkout of DepthAnything/Video-Depth-Anything")
     p.add_argument("--frames", type=int, default=50)
+    sp = sub.add_parser("speed", parents=[common])
+    sp.add_argument("--official", required=True, help="a checkout of DepthAnything/Video-Depth-Anything")
+    sp.add_argument("--frames", type=int, default=64)
+    sp.add_argument("--frame-size", default="640x360")
+    sp.add_argument("--modes", default="offline,streaming")
+    sw = sub.add_parser("_speed_worker", parents=[common])
+    for flag in ("--impl", "--mode", "--weights", "--official", "--frame-size", "--out-npy"):
+        sw.add_argument(flag, required=True)
+    sw.add_argument("--frames", type=int, required=True)
     w = sub.add_parser("_memory_worker", parents=[common])
     w.add_argument("--n", type=int, required=True)
     w.add_argument("--mode", required=True)
@@ -329,10 +416,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.command == "_memory_worker":
-        print(json.dumps(memory_worker(args)))
+    if args.command in ("_memory_worker", "_speed_worker"):
+        print(json.dumps((memory_worker if args.command == "_memory_worker" else speed_worker)(args)))
         return
-    result = {"memory": run_memory, "flicker": run_flicker, "parity": run_parity}[args.command](args)
+    result = {"memory": run_memory, "flicker": run_flicker, "parity": run_parity, "speed": run_speed}[args.command](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -31,7 +31,7 @@ from anydepth.sequence import tensor_frames
 from anydepth.video import STABILIZE_MODES, estimate_video, flicker, normalize_clip, stabilize_depth, static_mask
 from anydepth.video_io import read_video
 
-from .depth_nodes import snap_input_size
+from .depth_nodes import AUTO_MAX_TOKENS, library_max_tokens, max_tokens_input, snap_input_size
 from .types import Depth, DepthModel
 from .validation import Choice, check_with
 
@@ -194,6 +194,7 @@ class EstimateVideoDepth(io.ComfyNode):
                 io.Boolean.Input("streaming", default=False, optional=True,
                                  tooltip="Video Depth Anything only: the online mode, one frame at a time against "
                                          "cached states (constant memory, a little less consistent)."),
+                max_tokens_input(),
             ],
             outputs=[
                 Depth.Output(display_name="depth", tooltip="Stabilised raw depth of every frame, with its kind."),
@@ -212,7 +213,8 @@ class EstimateVideoDepth(io.ComfyNode):
     def execute(cls, depth_model, image: torch.Tensor | None = None, input_size: int = 518, batch_size: int = 4,
                 chunk_size: int = 16, overlap: int = 4, mode: str = "running", robust: str = "irls", momentum: float = 0.2,
                 static_threshold: float = 0.0, tile_size: int = 0, tta: str = "none", target_fps: float = 0.0,
-                max_frames: int = 0, streaming: bool = False, video=None) -> io.NodeOutput:
+                max_frames: int = 0, streaming: bool = False, max_tokens: int = AUTO_MAX_TOKENS,
+                video=None) -> io.NodeOutput:
         node = "Estimate Video Depth"
         input_size = snap_input_size(input_size, node)
         count, frames = clip_frames(video, image, target_fps, max_frames, node)
@@ -222,6 +224,7 @@ class EstimateVideoDepth(io.ComfyNode):
                                  "frames. Set tile_size 0 and tta none")
             estimator = copy.copy(depth_model.estimator)  # the cached model, with this run's frames per pass
             estimator.batch_size = batch_size
+            estimator.max_tokens = library_max_tokens(max_tokens)
             bar = comfy.utils.ProgressBar(count or 1)
             result = estimator.estimate(frames, streaming=streaming, input_size=input_size,
                                         callback=lambda done, total: bar.update_absolute(done, total or count or done))
@@ -240,7 +243,7 @@ class EstimateVideoDepth(io.ComfyNode):
         video = estimate_video(estimator, image, chunk_size=chunk_size, overlap=overlap, mode=mode, momentum=momentum,
                                robust=_robust(robust), static_threshold=static_threshold or None,
                                callback=bar.update_absolute, input_size=input_size, batch_size=batch_size,
-                               tile_size=tile_size, tta=tta)
+                               tile_size=tile_size, tta=tta, max_tokens=library_max_tokens(max_tokens))
         result = video.depth_result()
         result = replace(result, depth=result.depth.to(mm.intermediate_device()))
         control = to_image(normalize_clip(video.depth, video.kind)).to(mm.intermediate_device())

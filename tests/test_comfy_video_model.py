@@ -102,6 +102,9 @@ def test_image_batch_under_model_patcher_with_progress_per_window(comfy, setup, 
     torch.testing.assert_close(control, to_image(normalize_clip(want, "disparity")), rtol=0, atol=1e-5)
     assert [a[0] for a in loads] == [[model.memory.patcher]] and not model.memory.is_loaded
     assert comfy.progress == [(24, 40), (40, 40)]  # one step per window
+    # max_tokens reaches this run only: 2 patches put the 28×42 input at 14×14; the cached model keeps its default
+    capped, _ = setup["tools"].EstimateVideoDepth.execute(model, frames[:8], **video_inputs(max_tokens=2))
+    assert capped.processed_size[0] == (14, 14) and model.estimator.max_tokens is None
 
 
 def test_interrupt_stops_between_windows(comfy, setup, monkeypatch):

@@ -257,6 +257,25 @@ def test_bad_inputs_are_one_line_errors(vda_file, clip_file, tmp_path, capsys):
     one_line_error(capsys, "does not exist")
     assert cli(vda_file, clip_file, tmp_path / "o6", "--max-frames", "0") == 1
     one_line_error(capsys, "max_frames must be a positive integer")
+    assert cli(vda_file, clip_file, tmp_path / "o8", "--max-tokens", "-2") == 1
+    one_line_error(capsys, "max_tokens")
+    assert cli(vda_file, clip_file, tmp_path / "o9", "--max-tokens", "2", "--streaming") == 1
+    one_line_error(capsys, "at least 42 px")
+
+
+def test_max_tokens_reaches_the_estimator_and_is_part_of_the_settings(vda_file, clip_file, tmp_path, capsys):
+    """``--max-tokens 2``: the 28×42 network input (2×3 patches) runs at 14×14, as the estimator with the same budget;
+    a rerun with another budget into the same folder is refused rather than mixing two runs' files."""
+    frames = list(read_video(clip_file).frames)
+    assert cli(vda_file, clip_file, tmp_path / "out", "--format", "npz", "--max-tokens", "2") == 0
+    want = VideoDepthEstimator(vda_file, dtype="fp32", device="cpu", input_size=SIZE, max_tokens=2).estimate(frames)
+    with np.load(tmp_path / "out" / "depth.npz") as z:
+        np.testing.assert_allclose(z["depth"], want.depth.numpy(), rtol=0, atol=1e-6)
+    assert not np.allclose(want.depth.numpy(), reference(vda_file, frames).numpy())
+    assert json.loads((tmp_path / "out" / "video.json").read_text())["settings"]["max_tokens"] == 2
+    capsys.readouterr()
+    assert cli(vda_file, clip_file, tmp_path / "out", "--format", "npz") == 1
+    assert "anydepth: error:" in capsys.readouterr().err
 
 
 def test_image_models_and_video_models_are_told_apart(vda_file, clip_file, tmp_path, capsys, tiny_hf):

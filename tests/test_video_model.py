@@ -481,3 +481,39 @@ def test_a_thin_clip_is_capped_by_the_token_budget(tmp_path, caplog):
         result = est.estimate(torch.rand(5, 2, 600, 3))
     assert tuple(result.depth.shape) == (5, 2, 600) and bool(torch.isfinite(result.depth).all())
     assert sum("token budget" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_max_tokens_caps_offline_and_streaming_alike(vda, caplog, monkeypatch):
+    """The estimator's own budget: 48×64 frames at input 56 are 4×5 patches; a budget of 6 runs every frame at 2×3
+    patches, offline and streaming (one warning each), and returns depth at the frames' size; bad budgets are refused."""
+    from anydepth.video_model import video_network_size
+
+    seen = []
+    encode = vda.encode
+    monkeypatch.setattr(vda, "encode", lambda x, *a, **k: seen.append(tuple(x.shape[-2:])) or encode(x, *a, **k))
+    clip = torch.rand(6, 48, 64, 3)
+    assert video_network_size(48, 64, 56) == (56, 70) and video_network_size(48, 64, 56, max_tokens=6) == (28, 42)
+    full = VideoDepthEstimator(vda, dtype="fp32", input_size=56).estimate(clip)
+    assert set(seen) == {(56, 70)} and full.processed_size[0] == (56, 70)
+    capped = VideoDepthEstimator(vda, dtype="fp32", input_size=56, max_tokens=6)
+    for streaming in (False, True):
+        seen.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            got = capped.estimate(clip, streaming=streaming)
+        assert set(seen) == {(28, 42)} and got.processed_size[0] == (28, 42)
+        assert tuple(got.depth.shape) == (6, 48, 64) and bool(torch.isfinite(got.depth).all())
+        assert not torch.allclose(got.depth, full.depth)
+        assert sum("token budget" in r.getMessage() for r in caplog.records) == 1
+    for bad in (-3, 2.5, True):
+        with pytest.raises(ValueError, match="max_tokens"):
+            VideoDepthEstimator(vda, dtype="fp32", max_tokens=bad)
+
+
+def test_streaming_refuses_a_network_input_too_small_for_its_norms(vda):
+    """At 28×28 or less the coarsest head stage of one frame is 1×1: a clear error, not a GroupNorm traceback."""
+    stream = VideoDepthStream(vda, device="cpu", dtype=torch.float32, input_size=28)
+    with pytest.raises(ValueError, match="at least 42 px"):
+        stream.push(torch.rand(28, 28, 3))
+    assert stream.frames_seen == 0 and stream.frame_size is None
+    assert tuple(stream.push(torch.rand(28, 42, 3)).shape) == (28, 42)

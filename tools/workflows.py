@@ -61,7 +61,7 @@ SPECS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]]
     "AnyDepthVideoDepth": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE"), ("video", "VIDEO")],
                            [("depth", "DEPTH"), ("control_image", "IMAGE")],
                            ["input_size", "batch_size", "chunk_size", "overlap", "mode", "robust", "momentum",
-                            "static_threshold", "tile_size", "tta", "target_fps", "max_frames", "streaming"]),
+                            "static_threshold", "tile_size", "tta", "target_fps", "max_frames", "streaming", "max_tokens"]),
     "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")], []),
     "AnyDepthAnyViewGeometry": ([("depth_model", "DEPTH_MODEL"), ("image", "IMAGE")],
                                 [("depth", "DEPTH"), ("confidence", "IMAGE"), ("camera_poses", "STRING"), ("geometry", "GEOMETRY"),
@@ -399,7 +399,7 @@ def video_to_depth_video() -> Graph:
               "video in input/ (vda-small downloads into models/videodepthanything on first use).")
     video = g.add("LoadVideo", ["example_video.mp4", "image"], column=0)
     depth_model = g.add("AnyDepthLoadModel", [VDA_DEPTH, "auto", "managed"], column=0)
-    estimate = g.add("AnyDepthVideoDepth", [518, 4, 16, 4, "running", "irls", 0.2, 0.0, 0, "none", 0.0, 0, False],
+    estimate = g.add("AnyDepthVideoDepth", [518, 4, 16, 4, "running", "irls", 0.2, 0.0, 0, "none", 0.0, 0, False, AUTO],
                      column=1)
     parts = g.add("GetVideoComponents", [], column=1)
     save = g.add("AnyDepthSave", ["anydepth/vda/depth", "control_png16+npy", "v2_style", "batch", 0.0, 0.0, False], column=2)

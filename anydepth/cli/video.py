@@ -30,6 +30,7 @@ MANIFEST = "video.json"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..normalize import COLORMAPS
+    from .options import add_max_tokens_option
 
     v = sub.add_parser("video", help="temporally consistent depth for a video or a folder of frames (Video Depth Anything)",
                        description="Video Depth Anything over a video file or a folder of frames (natural order: "
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--colormap", default=None, choices=COLORMAPS,
                    help="colour the depth video or control_png8 frames (default grey)")
     v.add_argument("--input-size", type=int, default=518, help="shorter side the network sees, multiple of 14 (default 518)")
+    add_max_tokens_option(v, "input-size", 518)
     v.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="compute precision (default auto)")
     v.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
     v.add_argument("--batch-size", type=int, default=4, help="frames per backbone pass (default 4; a window is 32)")
@@ -65,7 +67,9 @@ def _settings(args: argparse.Namespace) -> dict:
     """What decides the outputs: a rerun with other settings must not mix its files with these."""
     return {"input": str(args.input.resolve()), "model": str(args.model), "format": args.format,
             "colormap": args.colormap, "input_size": args.input_size, "streaming": args.streaming,
-            "target_fps": args.target_fps, "max_frames": args.max_frames}
+            "target_fps": args.target_fps, "max_frames": args.max_frames,
+            # only when set, so that a run from before the option resumes with the default budget
+            **({"max_tokens": args.max_tokens} if args.max_tokens is not None else {})}
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
@@ -108,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     src = open_frames(args.input, target_fps=args.target_fps, max_frames=args.max_frames)
     model = str(Path(args.model).absolute()) if Path(args.model).exists() else args.model
     est = VideoDepthEstimator(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                              input_size=args.input_size, models_dir=args.models_dir, revision=args.revision)
+                              input_size=args.input_size, max_tokens=args.max_tokens, models_dir=args.models_dir,
+                              revision=args.revision)
     _write_manifest(out, {"settings": settings, "complete": False})
     start = time.perf_counter()
 
