@@ -512,30 +512,78 @@ def write_cameras_json(path: str | os.PathLike, extrinsics: torch.Tensor, intrin
 def write_colmap_text(folder: str | os.PathLike, extrinsics: torch.Tensor, intrinsics: torch.Tensor,
                       sizes: Sequence[tuple[int, int]], names: Sequence[str], cloud: PointCloud | None = None) -> str:
     """COLMAP text model (``cameras.txt``, ``images.txt``, ``points3D.txt``): one PINHOLE camera per view
-    at its image size, the poses (quaternion ``w x y z`` + translation, world-to-camera) and the points
-    without tracks. Intrinsics are written as given (no half-pixel shift)."""
+    at its image size, the poses (quaternion ``w x y z`` + translation, world-to-camera) and the points.
+    Intrinsics are written as given (no half-pixel shift).
+
+    Like the official DA3 export, each point has a track of one element: the view it came from
+    (``cloud.view``) and its pixel there, listed in that image's ``POINTS2D`` line (the point projected
+    into its own view, which gives back the pixel it was lifted from). A point with no valid view (outside
+    ``0..N-1`` or behind its camera) is written without a track.
+    """
     ext = _check_extrinsics(extrinsics).double()
     k = _check_intrinsics(intrinsics, ext.shape[0]).double()
     if len(sizes) != ext.shape[0] or len(names) != ext.shape[0]:
         raise ValueError(f"need one size and one name per view ({ext.shape[0]}), got {len(sizes)} and {len(names)}")
+    n = ext.shape[0]
+    observations = _colmap_observations(ext, k, cloud)
     q = matrix_to_quaternion(ext[:, :3, :3])
     cams = ["# Camera list: CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    imgs = ["# Image list: IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME (then an empty POINTS2D line)"]
-    for i in range(ext.shape[0]):
+    imgs = ["# Image list: IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+            "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for i in range(n):
         h, w = sizes[i]
         cams.append(f"{i + 1} PINHOLE {w} {h} {k[i, 0, 0]:.10g} {k[i, 1, 1]:.10g} {k[i, 0, 2]:.10g} {k[i, 1, 2]:.10g}")
         x, y, z, qw = q[i].tolist()
         t = ext[i, :3, 3].tolist()
-        imgs += [f"{i + 1} {qw:.12g} {x:.12g} {y:.12g} {z:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} {i + 1} {names[i]}", ""]
+        imgs += [f"{i + 1} {qw:.12g} {x:.12g} {y:.12g} {z:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} {i + 1} {names[i]}",
+                 observations.points2d_line(i)]
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     atomic_write(os.path.join(folder, "cameras.txt"), lambda f: f.write(("\n".join(cams) + "\n").encode()))
     atomic_write(os.path.join(folder, "images.txt"), lambda f: f.write(("\n".join(imgs) + "\n").encode()))
     with atomic_open(os.path.join(folder, "points3D.txt")) as f:
-        f.write(b"# 3D point list: POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] (empty)\n")
+        f.write(b"# 3D point list: POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n")
         if cloud is not None and len(cloud):
             p = cloud.points.double().numpy()
             c = cloud.colors.numpy()
-            rows = np.concatenate([np.arange(1, len(p) + 1)[:, None], p, c, np.zeros((len(p), 1))], 1)
-            np.savetxt(f, rows, fmt=["%d", "%.7g", "%.7g", "%.7g", "%d", "%d", "%d", "%.1f"])
+            ids = np.arange(1, len(p) + 1)[:, None]
+            rows = np.concatenate([ids, p, c, np.zeros((len(p), 1)), observations.track], 1)
+            tracked = observations.track[:, 0] > 0
+            fmt = ["%d", "%.7g", "%.7g", "%.7g", "%d", "%d", "%d", "%.1f"]
+            np.savetxt(f, rows[tracked], fmt=fmt + ["%d", "%d"])  # IDs are explicit: the order of lines is free
+            np.savetxt(f, rows[~tracked, :8], fmt=fmt)
     return folder
+
+
+@dataclass
+class _ColmapObservations:
+    """Each point's one observation: ``track`` ``[M, 2]`` (image id, index in that image's POINTS2D; ``0, 0`` for
+    none) and per image the ``(x, y, point3D id)`` rows in index order."""
+
+    track: np.ndarray
+    per_image: list[np.ndarray]
+
+    def points2d_line(self, image: int) -> str:
+        return " ".join(f"{x:.6f} {y:.6f} {int(pid)}" for x, y, pid in self.per_image[image])
+
+
+def _colmap_observations(ext: torch.Tensor, k: torch.Tensor, cloud: PointCloud | None) -> _ColmapObservations:
+    n = ext.shape[0]
+    if cloud is None or not len(cloud):
+        return _ColmapObservations(np.zeros((0, 2), dtype=np.int64), [np.zeros((0, 3))] * n)
+    view = cloud.view.long()
+    ok = (view >= 0) & (view < n)
+    v = view.clamp(0, n - 1)
+    cam = (ext[v, :3, :3] @ cloud.points.double()[..., None])[..., 0] + ext[v, :3, 3]  # each point in its own view
+    ok &= cam[:, 2] > 0
+    pix = (k[v] @ cam[..., None])[..., 0]
+    uv = (pix[:, :2] / pix[:, 2:].clamp_min(1e-12)).numpy()
+    ok_np, v_np = ok.numpy(), v.numpy()
+    track = np.zeros((len(cloud), 2), dtype=np.int64)
+    per_image = []
+    for i in range(n):  # a loop over views, not points: each view's points are one vectorised slice
+        members = np.flatnonzero(ok_np & (v_np == i))
+        track[members, 0] = i + 1
+        track[members, 1] = np.arange(len(members))
+        per_image.append(np.concatenate([uv[members], members[:, None] + 1.0], 1))
+    return _ColmapObservations(track, per_image)

@@ -243,7 +243,8 @@ def test_geometry_cli(tmp_path, tiny_anyview, monkeypatch):
     gltf = pygltflib.GLTF2().load(str(out / "scene.glb"))
     assert gltf.scenes[0].extras == {**gltf.scenes[0].extras, "anydepth_points": len(expected), "anydepth_cameras": 3}
     lines = (out / "colmap" / "images.txt").read_text().splitlines()
-    assert [line.split()[-1] for line in lines if line and not line.startswith("#")] == ["view0.png", "view1.png", "view2.png"]
+    poses = [line for line in lines if not line.startswith("#")][0::2]  # each pose line is followed by its 2D points
+    assert [line.split()[-1] for line in poses] == ["view0.png", "view1.png", "view2.png"]
     # Known cameras from a previous run's cameras.json are used and returned as given.
     rc = main(["geometry", *sorted(map(str, photos.iterdir())), "--model", str(model), "--out", str(tmp_path / "again"),
                "--dtype", "fp32", "--process-res", "98", "--cameras", str(out / "cameras.json"), "--no-glb"])

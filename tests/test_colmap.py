@@ -53,7 +53,8 @@ def test_pycolmap_reads_cameras_images_and_points_as_written(tmp_path):
     names = ["a.jpg", "b.jpg", "sub_c.png", "d.jpg"]
     g = torch.Generator().manual_seed(0)
     cloud = PointCloud(torch.randn(300, 3, generator=g) + torch.tensor([0.0, 2.0, 3.0]),
-                       torch.randint(0, 256, (300, 3), generator=g, dtype=torch.uint8), torch.zeros(300, dtype=torch.int64))
+                       torch.randint(0, 256, (300, 3), generator=g, dtype=torch.uint8),
+                       torch.randint(-1, 5, (300,), generator=g))  # -1 and 4: no such view, so no track
     write_colmap_text(tmp_path / "sparse", ext, k, sizes, names, cloud)
 
     rec = pycolmap.Reconstruction(str(tmp_path / "sparse"))
@@ -70,9 +71,22 @@ def test_pycolmap_reads_cameras_images_and_points_as_written(tmp_path):
         for j in front[:50].tolist():
             x_cam = cam_from_world(image) @ np.append(cloud.points[j].double().numpy(), 1.0)
             np.testing.assert_allclose(img_from_cam(cam, x_cam), uv[i, j].numpy(), atol=1e-6)
+    tracked = 0
     for pid, point in rec.points3D.items():
         np.testing.assert_allclose(point.xyz, cloud.points[pid - 1].double().numpy(), atol=1e-5)
         assert list(point.color) == cloud.colors[pid - 1].tolist()
+        # one track element, as the official export: the view the point came from and its pixel there
+        view = int(cloud.view[pid - 1])
+        if 0 <= view < 4 and z[view, pid - 1] > 0:
+            (element,) = point.track.elements
+            assert element.image_id == rec.find_image_with_name(names[view]).image_id
+            observed = rec.image(element.image_id).points2D[element.point2D_idx]
+            assert observed.point3D_id == pid
+            np.testing.assert_allclose(observed.xy, uv[view, pid - 1].numpy(), atol=1e-5)
+            tracked += 1
+        else:
+            assert point.track.length() == 0
+    assert tracked > 150 and sum(rec.image(i).num_points3D for i in rec.images) == tracked
 
 
 def test_photos_to_a_training_ready_folder(tmp_path):
@@ -128,3 +142,11 @@ def test_photos_to_a_training_ready_folder(tmp_path):
                     break
     assert inside >= 0.95 * rec.num_points3D()
     assert math.isfinite(sum(p.xyz.sum() for p in rec.points3D.values()))
+    # every point keeps the pixel it was lifted from: inside its image, where COLMAP projects it
+    for pid, point in rec.points3D.items():
+        (element,) = point.track.elements
+        image = rec.image(element.image_id)
+        cam = rec.camera(image.camera_id)
+        xy = image.points2D[element.point2D_idx].xy
+        assert -0.5 <= xy[0] <= cam.width - 0.5 and -0.5 <= xy[1] <= cam.height - 0.5, (pid, xy)
+        np.testing.assert_allclose(img_from_cam(cam, cam_from_world(image) @ np.append(point.xyz, 1.0)), xy, atol=1e-3)

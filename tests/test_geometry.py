@@ -206,7 +206,9 @@ def test_cameras_json_and_colmap(tmp_path):
     write_colmap_text(tmp_path / "colmap", ext, k, [(48, 64)] * 2, ["a.png", "b.png"], _cloud(5))
     cams = [l for l in (tmp_path / "colmap/cameras.txt").read_text().splitlines() if not l.startswith("#")]
     assert cams[0].split() == ["1", "PINHOLE", "64", "48", "50", "50", "32", "24"]
-    imgs = [l for l in (tmp_path / "colmap/images.txt").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [l for l in (tmp_path / "colmap/images.txt").read_text().splitlines() if not l.startswith("#")]
+    imgs, points2d = lines[0::2], lines[1::2]  # two lines per image: the pose, then its POINTS2D (may be empty)
+    assert len(imgs) == 2 and sum(len(p.split()) // 3 for p in points2d) <= 5
     qw, qx, qy, qz = map(float, imgs[1].split()[1:5])
     r = quaternion_to_matrix(torch.tensor([qx, qy, qz, qw], dtype=torch.float64))
     assert torch.allclose(r, ext[1, :3, :3].double(), atol=1e-6) and imgs[1].split()[-1] == "b.png"
