@@ -49,7 +49,8 @@ class Variant:
         files: files to fetch (paths inside the repo); a ``config.json`` among them marks a folder repo.
         layout: key layout, the format :func:`anydepth.weights.detect_format` reports for the file:
             ``"original"`` (``pretrained.*`` / ``depth_head.*``), ``"hf"`` (transformers), ``"da3"``
-            (official DA3 ``model.*`` keys), ``"distill"`` (``backbone.*``, possibly chunked blocks) or ``"vda"``
+            (official DA3 ``model.*`` keys), ``"comfy_da3"`` (ComfyUI core's repack: transformers-named backbone,
+            optionally under ``diffusion_model.``), ``"distill"`` (``backbone.*``, possibly chunked blocks) or ``"vda"``
             (``pretrained.*`` / ``head.*`` with ``head.motion_modules.*``).
         license: SPDX-like id; the cautious one where sources disagree.
         kind: ``"disparity"`` (relative), ``"metric_depth"`` (metres) or ``"depth"`` (DA3 relative depth).
@@ -268,7 +269,7 @@ def _build_da3() -> dict[str, Variant]:
     for name, core in DA3_CORE_FILES.items():
         official = out[name]
         out[f"{name}-comfy"] = Variant(
-            f"{name}-comfy", "da3", official.encoder, DA3_CORE_REPO, (f"{CORE_FOLDER}/{core}",), "da3", official.license,
+            f"{name}-comfy", "da3", official.encoder, DA3_CORE_REPO, (f"{CORE_FOLDER}/{core}",), "comfy_da3", official.license,
             official.kind, None, f"ComfyUI core's repack of {name} (its own key names; the file core's Load Depth Anything 3 "
                                  f"reads from models/{CORE_FOLDER}): {official.notes.split(';')[0]}",
             aliases=(core,), comfy_layout=True)

@@ -240,6 +240,10 @@ VDA_SENTINEL = "head.motion_modules.0.temporal_transformer.proj_in.weight"
 _VDA_POSITION_CODE = "head.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
 
 
+#: The key layouts that hold a Depth Anything 3 network: the official one and ComfyUI core's repack.
+DA3_FORMATS: tuple[str, ...] = ("da3", "comfy_da3")
+
+
 def convert_original(sd: StateDict) -> StateDict:
     """Original layout (``.pth`` releases, community safetensors): already canonical."""
     return sd
@@ -253,9 +257,9 @@ FORMATS: list[tuple[tuple[str, ...], str, Callable[[StateDict], StateDict]]] = [
     (("pretrained.patch_embed.proj.weight", VDA_SENTINEL), "vda", convert_original),
     (("pretrained.patch_embed.proj.weight",), "original", convert_original),
     # ComfyUI core's DA3 (Comfy-Org repacks): transformers-named DINOv2 like "hf" below, but a DA3 head
-    (("backbone.embeddings.patch_embeddings.projection.weight", "head.scratch.refinenet1.out_conv.weight"), "da3",
+    (("backbone.embeddings.patch_embeddings.projection.weight", "head.scratch.refinenet1.out_conv.weight"), "comfy_da3",
      convert_comfy_da3),
-    (("diffusion_model.backbone.embeddings.patch_embeddings.projection.weight",), "da3", convert_comfy_da3),
+    (("diffusion_model.backbone.embeddings.patch_embeddings.projection.weight",), "comfy_da3", convert_comfy_da3),
     (("backbone.embeddings.patch_embeddings.projection.weight",), "hf", convert_hf),
     (("backbone.patch_embed.proj.weight", "depth_head.projects.0.weight"), "distill", convert_distill),
     (("backbone.pretrained.patch_embed.proj.weight",), "da3", convert_da3),
@@ -447,7 +451,7 @@ def read_checkpoint(
     except CheckpointError as e:
         raise type(e)(f"{path}: {e}") from e
     variant = variant or variant_for_file(path)
-    if fmt == "da3":
+    if fmt in DA3_FORMATS:
         if family not in (None, "da3") or max_depth is not None or kind not in (None, "depth", "metric_depth"):
             raise ValueError(f"{path}: a Depth Anything 3 file takes no family/max_depth override and kind 'depth' "
                              f"or 'metric_depth' only (got family={family!r}, kind={kind!r}, max_depth={max_depth!r})")

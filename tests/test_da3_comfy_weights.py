@@ -49,7 +49,7 @@ def test_core_layout_loads_strictly_and_gives_the_official_layouts_depth(kind, l
     assert any(k.endswith("backbone.embeddings.patch_embeddings.projection.weight") for k in keys)
     assert any(k.endswith("attention.attention.query.weight") for k in keys)
     raw, _ = read_state_dict(path)
-    assert detect_format(raw) == ("da3", convert_comfy_da3)
+    assert detect_format(raw) == ("comfy_da3", convert_comfy_da3)
     ckpt = read_checkpoint(path)
     assert ckpt.config == cfg  # architecture, block taps and metric-ness from the shapes (and the metric file name)
     net = load_model(path)  # strict: any missing, unexpected or reshaped key raises
