@@ -290,3 +290,28 @@ def test_image_models_and_video_models_are_told_apart(vda_file, clip_file, tmp_p
     Image.fromarray(pattern(0)).save(tmp_path / "still.png")
     assert main(["estimate", str(tmp_path / "still.png"), "--out", str(tmp_path / "e"), "--model", str(vda_file)]) == 1
     assert "Video Depth Anything" in capsys.readouterr().err
+
+
+def test_npz_is_written_without_holding_the_clip(tmp_path):
+    """The one-file format streams: 200 maps of 256×256 (50 MB) pass through a few MB of Python/numpy memory, and the
+    archive reads back with np.load as np.savez_compressed's would (no spool file left beside it)."""
+    import tracemalloc
+
+    from anydepth.cli.video import _write_npz
+
+    def maps():
+        for t in range(200):
+            yield torch.full((256, 256), float(t)) + torch.linspace(0, 1, 256)
+
+    tracemalloc.start()
+    try:
+        files, frames = _write_npz(tmp_path / "depth.npz", maps(), "metric_depth", {"fps": 25.0})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert files == ["depth.npz"] and frames == 200 and peak < 10 * 2**20, peak
+    with np.load(tmp_path / "depth.npz") as z:
+        assert z["depth"].shape == (200, 256, 256) and z["depth"].dtype == np.float32
+        np.testing.assert_array_equal(z["depth"][17], (torch.full((256, 256), 17.0) + torch.linspace(0, 1, 256)).numpy())
+        assert json.loads(str(z["metadata"])) == {"kind": "metric_depth", "units": "metres", "fps": 25.0, "frames": 200}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["depth.npz"]

@@ -192,13 +192,37 @@ def _control_pictures(depth: Iterator, kind: str) -> Iterator:
 
 
 def _write_npz(path: Path, depth: Iterator, kind: str, meta: dict) -> tuple[list[str], int]:
-    """One compressed ``.npz``: ``depth`` [T, H, W] float32 and ``metadata`` (JSON: kind, units, model, fps)."""
+    """One compressed ``.npz``: ``depth`` [T, H, W] float32 and ``metadata`` (JSON: kind, units, model, fps).
+
+    The maps are spooled to a temporary file beside ``path`` as they come, then streamed into the archive: an
+    ``.npy`` header needs the frame count first, and holding the clip in RAM would not fit a long video."""
+    import shutil
+    import tempfile
+    import zipfile
+
     import numpy as np
 
     from ..io import atomic_write
     from ..kinds import UNITS
 
-    maps = np.stack([d.float().numpy() for d in depth])  # one file of the whole clip: it is held once, here
-    text = np.array(json.dumps({"kind": kind, "units": UNITS.get(kind), **meta, "frames": len(maps)}))
-    atomic_write(path, lambda f: np.savez_compressed(f, depth=maps, metadata=text))
-    return [path.name], len(maps)
+    with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".spool") as spool:
+        shape, frames = None, 0
+        for d in depth:
+            a = np.ascontiguousarray(d.float().numpy(), dtype="<f4")
+            shape = shape or a.shape
+            spool.write(a.tobytes())
+            frames += 1
+        spool.seek(0)
+        text = np.array(json.dumps({"kind": kind, "units": UNITS.get(kind), **meta, "frames": frames}))
+        header = {"descr": "<f4", "fortran_order": False, "shape": (frames, *shape)}
+
+        def write(f) -> None:  # what np.savez_compressed writes, one member at a time
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+                with z.open("depth.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array_header_1_0(member, header)
+                    shutil.copyfileobj(spool, member, 1 << 20)
+                with z.open("metadata.npy", "w") as member:
+                    np.lib.format.write_array(member, text)
+
+        atomic_write(path, write)
+    return [path.name], frames
