@@ -86,7 +86,16 @@ def worker(views: int, size: tuple[int, int], chunk: int, overlap: int, tiny: bo
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
-    seq = estimate_sequence(est, synthetic_frames(views, size), chunk_size=chunk, overlap=overlap, on_view=lambda v: None)
+    done = 0
+
+    def on_view(_view) -> None:  # a memory curve on stderr: a run cut short still shows whether the peak grows
+        nonlocal done
+        done += 1
+        if done % 100 == 0 or done == views:
+            print(f"  {done}/{views} views {time.perf_counter() - t0:8.1f} s  peak RSS "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB", file=sys.stderr, flush=True)
+
+    seq = estimate_sequence(est, synthetic_frames(views, size), chunk_size=chunk, overlap=overlap, on_view=on_view)
     seconds = time.perf_counter() - t0
     out = {"impl": "anydepth", "views": views, "chunks": len(seq.chunks), "seconds": seconds, "views_per_s": views / seconds,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -127,10 +136,11 @@ def official_worker(views: int, size: tuple[int, int], tiny: bool, device: str, 
 
 
 def _spawn(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=REPO,
+    # stderr (progress, warnings, a failure's traceback) goes to this process's stderr as it comes
+    out = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, cwd=REPO,
                          env={**os.environ, **ENV}, check=False)
     if out.returncode != 0:
-        return {"error": (out.stderr or "killed")[-800:], "returncode": out.returncode}
+        return {"error": f"exit status {out.returncode} (see stderr)", "returncode": out.returncode}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
