@@ -144,6 +144,11 @@ def memory_worker(args: argparse.Namespace) -> dict:
             else:
                 sink.write(a.tobytes())
             done += 1
+            if done % args.progress_every == 0:  # a memory curve on stderr: a run cut short still shows its trend
+                print(f"  {done} frames {time.perf_counter() - t0:8.1f} s  peak RSS "
+                      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MiB"
+                      + (f"  peak tensors {tracker.peak / 2**20:7.1f} MiB" if tracker is not None else ""),
+                      file=sys.stderr, flush=True)
     finally:
         if tracker is not None:
             tracker.__exit__(None, None, None)
@@ -165,14 +170,16 @@ def run_memory(args: argparse.Namespace) -> list[dict]:
         for n in (int(v) for v in args.frames.split(",")):
             cmd = [sys.executable, __file__, "_memory_worker", "--n", str(n), "--mode", mode, "--model", args.model,
                    "--frame-size", args.frame_size, "--input-size", str(args.input_size), "--device", args.device,
-                   "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+                   "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                   "--progress-every", str(args.progress_every)]
             if args.out:
                 cmd += ["--out", str(Path(args.out) / f"{mode}_{n}")]
             if args.tensor_peak:
                 cmd.append("--tensor-peak")
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            # stderr (the memory curve, warnings, a failure's traceback) is passed through as it comes
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
             if res.returncode:
-                raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{res.stderr[-3000:]}")
+                raise SystemExit(f"worker failed with exit status {res.returncode}: {' '.join(cmd)}")
             row = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append(row)
             peak = " ".join(f"{k.replace('_mib', '')} {v:8.1f} MiB" for k, v in row.items() if k.startswith("peak_"))
@@ -389,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--batch-size", type=int, default=4)
     m.add_argument("--out", default=None, help="write .npy files here (default: os.devnull)")
     m.add_argument("--tensor-peak", action="store_true", help="CPU: also track the bytes of live tensors (slower)")
+    m.add_argument("--progress-every", type=int, default=1000, help="print the peaks so far every N frames (stderr)")
     f = sub.add_parser("flicker", parents=[common])
     f.add_argument("--frames", type=int, default=96)
     f.add_argument("--frame-size", default="320x240")
@@ -412,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--batch-size", type=int, default=4)
     w.add_argument("--out", default=None)
     w.add_argument("--tensor-peak", action="store_true")
+    w.add_argument("--progress-every", type=int, default=1000)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
