@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import camera_centers, to_homogeneous
-from .catalog import VARIANTS
 from .kinds import DEPTH, METRIC_DEPTH, UNITS, DepthKind
 from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
                      retry_halving_on_oom, run_in_batches)
@@ -50,7 +49,6 @@ from .models.da3 import (
     POSE_METHODS,
     REF_VIEW_STRATEGIES,
     DA3Output,
-    DepthAnything3,
     NestedDepthAnything3,
     check_pose_method,
     fill_sky,
@@ -58,6 +56,7 @@ from .models.da3 import (
 )
 from .preprocess import (ImageInput, capped_size, check_max_tokens, resize_depth, resolve_max_tokens, to_tensor_list,
                          token_count, warn_capped)
+from .weights import load_network
 
 if TYPE_CHECKING:
     from .estimator import DepthResult
@@ -540,22 +539,8 @@ class AnyViewEstimator:
     ) -> None:
         self.policy = make_policy(memory, device)
         self.dtype = resolve_dtype(dtype, self.policy.device)
-        if isinstance(model, torch.nn.Module):
-            net = model
-        else:
-            name = str(model)
-            if name in VARIANTS and VARIANTS[name].family != "da3":
-                user = "VideoDepthEstimator" if VARIANTS[name].family == "vda" else "DepthEstimator"
-                raise ValueError(f"{name} is a Depth Anything {VARIANTS[name].family.upper()} model; use {user}, "
-                                 "or pick a DA3 model (da3-small, da3-base, da3-large-1.1, da3mono-large, ...)")
-            from .weights import load_model
-
-            net = load_model(model, models_dir=models_dir, revision=revision, device="cpu", dtype=self.dtype)
-        if not isinstance(net, (DepthAnything3, NestedDepthAnything3)):
-            raise ValueError(f"{model if isinstance(model, (str, os.PathLike)) else type(model).__name__} is not a "
-                             "Depth Anything 3 network; use DepthEstimator for V1/V2 models")
-        self.model = net.to(dtype=self.dtype).eval()
-        self.model_name = net.config.name or (str(model) if isinstance(model, (str, os.PathLike)) else type(net).__name__)
+        self.model, self.model_name = load_network(model, "da3", dtype=self.dtype, models_dir=models_dir,
+                                                   revision=revision)
         da3_processed_size(504, 504, process_res, process_res_method)  # validates early
         self.process_res = process_res
         self.process_res_method = process_res_method

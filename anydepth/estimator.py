@@ -10,15 +10,15 @@ from typing import Callable
 
 import torch
 
-from .catalog import DEFAULT_MODEL, VARIANTS
+from .catalog import DEFAULT_MODEL
 from .kinds import METRIC_DEPTH, UNITS, DepthKind
 from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, fit_batch, interrupt_checks, make_policy, resolve_dtype,
                      run_in_batches)
-from .models import DepthAnything, VideoDepthAnything
+from .models import DepthAnything
 from .preprocess import (ImageInput, check_max_tokens, network_size, prepare_batch, resize_depth, resolve_max_tokens,
                          to_tensor_list, warn_capped)
 from .tiling import check_tile_size, make_tile_grid, tile_network_size, tiled_depth
-from .weights import load_model
+from .weights import load_network
 
 log = logging.getLogger(__name__)
 
@@ -136,25 +136,8 @@ class DepthEstimator:
     ) -> None:
         self.policy = make_policy(memory, device)
         self.dtype = resolve_dtype(dtype, self.policy.device)
-        if isinstance(model, DepthAnything):
-            self.model = model.to(dtype=self.dtype).eval()
-            self.model_name = model.config.name or type(model).__name__
-        else:
-            net = model
-            listed = VARIANTS[model].family if isinstance(model, str) and model in VARIANTS else None
-            da3_name = listed == "da3"
-            if listed == "vda" or isinstance(net, VideoDepthAnything):
-                raise ValueError(_video_model_message(model))
-            if not isinstance(net, torch.nn.Module) and not da3_name:
-                net = load_model(model, models_dir=models_dir, revision=revision, family=family, kind=kind,
-                                 max_depth=max_depth, device="cpu", dtype=self.dtype)
-            if isinstance(net, VideoDepthAnything):
-                raise ValueError(_video_model_message(model))
-            if da3_name or not isinstance(net, DepthAnything):  # Depth Anything 3 has its own estimator
-                raise ValueError(f"{model if isinstance(model, (str, os.PathLike)) else type(model).__name__} is a "
-                                 "Depth Anything 3 network; use anydepth.AnyViewEstimator (Python) or `anydepth geometry` (CLI)")
-            self.model = net
-            self.model_name = self.model.config.name or str(model)
+        self.model, self.model_name = load_network(model, "image", dtype=self.dtype, models_dir=models_dir,
+                                                   revision=revision, family=family, kind=kind, max_depth=max_depth)
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.input_size = input_size
         network_size(518, 518, input_size)  # validates input_size early
@@ -304,7 +287,3 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
-def _video_model_message(model: object) -> str:
-    what = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
-    return (f"{what} is a Video Depth Anything model (temporal, for clips); use anydepth.VideoDepthEstimator (Python), "
-            "`anydepth video` (CLI) or Estimate Video Depth (ComfyUI), or pick an image model (v2-small, ...)")

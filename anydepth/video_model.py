@@ -50,9 +50,10 @@ from .estimator import DepthResult
 from .kinds import METRIC_DEPTH, DepthKind
 from .memory import (parameter_bytes, MemoryPolicy, estimate_activation_bytes, estimate_stream_cache_bytes, make_policy,
                      resolve_dtype, retry_halving_on_oom)
-from .models import DepthAnything, VideoDepthAnything
+from .models import VideoDepthAnything
 from .preprocess import (check_max_tokens, network_size, prepare_batch, resize_depth, resolve_max_tokens, to_tensor_list,
                          warn_capped)
+from .weights import estimator_family, load_network, wrong_family_message
 
 __all__ = [
     "BLEND",
@@ -507,16 +508,8 @@ class VideoDepthEstimator:
     ) -> None:
         self.policy = make_policy(memory, device)
         self.dtype = resolve_dtype(dtype, self.policy.device)
-        if isinstance(model, torch.nn.Module):
-            net = model
-            self.model_name = getattr(getattr(model, "config", None), "name", "") or type(model).__name__
-        else:
-            from .weights import load_model
-
-            net = load_model(model, models_dir=models_dir, revision=revision, kind=kind, device="cpu", dtype=self.dtype)
-            self.model_name = getattr(net.config, "name", "") or str(model)
-        _check_video_model(net, model)
-        self.model = net.to(dtype=self.dtype).eval()
+        self.model, self.model_name = load_network(model, "vda", dtype=self.dtype, models_dir=models_dir,
+                                                   revision=revision, kind=kind)
         self.batch_size = _positive_int(batch_size, "batch_size")
         network_size(518, 518, input_size)  # validates input_size early
         self.input_size = input_size
@@ -723,15 +716,10 @@ class _PlacedStream:
 # checks
 
 
-def _check_video_model(net: Any, source: Any = None) -> None:
-    if isinstance(net, VideoDepthAnything):
-        return
-    what = source if isinstance(source, (str, os.PathLike)) else type(net).__name__
-    if isinstance(net, DepthAnything):
-        raise ValueError(f"{what} is an image model (Depth Anything V1/V2), not Video Depth Anything; use "
-                         "anydepth.DepthEstimator with anydepth.video.estimate_video for stabilised video depth")
-    raise ValueError(f"{what} is not a Video Depth Anything network (got {type(net).__name__}); pass a "
-                     "VideoDepthAnything or a Video Depth Anything checkpoint")
+def _check_video_model(net: Any) -> None:
+    family = estimator_family(net)
+    if family != "vda":
+        raise ValueError(wrong_family_message(type(net).__name__, family, "vda"))
 
 
 def _positive_int(value: int, name: str) -> int:

@@ -25,7 +25,8 @@ import torch
 
 from .catalog import VARIANTS, Variant, get_variant, variant_for_file
 from .kinds import DISPARITY, METRIC_DEPTH, check_kind
-from .models import ARCHS, ArchConfig, DepthAnything, ModelConfig, create_model, layer_indices
+from .models import (ARCHS, ArchConfig, DepthAnything, DepthAnything3, ModelConfig, NestedDepthAnything3,
+                     VideoDepthAnything, create_model, layer_indices)
 from .models.config import DA3Config, NestedDA3Config, VideoModelConfig, da3_preset
 from .models.da3 import convert_comfy_da3, convert_da3
 from .models.depth_anything import convert_distill, convert_hf
@@ -579,3 +580,68 @@ def load_model(
     resolved = resolve_checkpoint(model, models_dir=models_dir, revision=revision)
     ckpt = read_checkpoint(resolved.path, variant=resolved.variant, family=family, kind=kind, max_depth=max_depth)
     return build_model(ckpt, device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Which estimator runs a network: one owner for the three estimators' "load or adopt" step
+
+
+#: Per estimator family: what such a network is called, the estimator class, its CLI command and its ComfyUI node.
+ESTIMATOR_FAMILIES: dict[str, tuple[str, str, str, str]] = {
+    "image": ("an image model (Depth Anything V1/V2)", "DepthEstimator", "anydepth estimate", "Estimate Depth"),
+    "da3": ("a Depth Anything 3 network", "AnyViewEstimator", "anydepth geometry", "Any-View Geometry"),
+    "vda": ("a Video Depth Anything model (temporal, for clips)", "VideoDepthEstimator", "anydepth video",
+            "Estimate Video Depth"),
+}
+
+
+def estimator_family(net: object) -> str | None:
+    """``"image"``, ``"da3"`` or ``"vda"``: the estimator family of a built network (``None``: not one of ours).
+
+    Example:
+        >>> from anydepth.models import ArchConfig, ModelConfig
+        >>> estimator_family(create_model(ModelConfig(ArchConfig(32, 4, 2, 8, (8, 8, 8, 8)), (0, 1, 2, 3)))), estimator_family("x")
+        ('image', None)
+    """
+    if isinstance(net, VideoDepthAnything):
+        return "vda"
+    if isinstance(net, (DepthAnything3, NestedDepthAnything3)):
+        return "da3"
+    if isinstance(net, DepthAnything):
+        return "image"
+    return None
+
+
+def wrong_family_message(what: str, got: str | None, wanted: str) -> str:
+    """``what`` (a name) is not a network the ``wanted`` estimator runs: say what it is and which door runs it."""
+    want = ESTIMATOR_FAMILIES[wanted][0].split(" (")[0]
+    if got is None:
+        return f"{what} is not {want}: pass a catalogue name, a checkpoint path or a built network of that family"
+    kind, cls, cli, node = ESTIMATOR_FAMILIES[got]
+    return f"{what} is {kind}, not {want}; use anydepth.{cls} (Python), `{cli}` (CLI) or {node} (ComfyUI)"
+
+
+def load_network(model: str | os.PathLike | torch.nn.Module, estimator: str, *, dtype: torch.dtype,
+                 models_dir=None, revision: str | None = None, **checkpoint_options) -> tuple[torch.nn.Module, str]:
+    """The network the ``estimator`` family (``"image"``, ``"da3"``, ``"vda"``) runs, and its display name.
+
+    A built network is adopted (cast to ``dtype`` in place, eval mode); a catalogue name or path is loaded on
+    the CPU through :func:`load_model` (``checkpoint_options``: ``family`` / ``kind`` / ``max_depth`` overrides).
+    A catalogue name of another family is refused before anything is downloaded, and a network of another
+    family with a message naming the estimator, command and node that run it.
+
+    Raises:
+        ValueError: the model belongs to another estimator (or is not a depth network).
+    """
+    what = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    if isinstance(model, str) and model in VARIANTS:
+        listed = {"da3": "da3", "vda": "vda"}.get(VARIANTS[model].family, "image")
+        if listed != estimator:
+            raise ValueError(wrong_family_message(what, listed, estimator))
+    net = model if isinstance(model, torch.nn.Module) else load_model(
+        model, models_dir=models_dir, revision=revision, device="cpu", dtype=dtype, **checkpoint_options)
+    got = estimator_family(net)
+    if got != estimator:
+        raise ValueError(wrong_family_message(what, got, estimator))
+    name = getattr(net.config, "name", "") or what
+    return net.to(dtype=dtype).eval(), name

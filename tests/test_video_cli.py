@@ -282,7 +282,7 @@ def test_image_models_and_video_models_are_told_apart(vda_file, clip_file, tmp_p
     v2 = write_pth(tiny_hf, tmp_path / "depth_anything_v2_vits.pth")
     for extra in ((), ("--streaming",)):
         assert main(["video", str(clip_file), "--out", str(tmp_path / "o"), "--model", str(v2), *extra]) == 1
-        one_line_error(capsys, "is an image model (Depth Anything V1/V2), not Video Depth Anything")
+        one_line_error(capsys, "is an image model (Depth Anything V1/V2), not a Video Depth Anything model")
     with pytest.raises(ValueError, match="is a Video Depth Anything model .* use anydepth.VideoDepthEstimator"):
         DepthEstimator(vda_file, device="cpu")
     with pytest.raises(ValueError, match="is a Video Depth Anything model"):

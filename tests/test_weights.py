@@ -218,3 +218,36 @@ def test_catalogue_covers_the_published_variants():
     assert VARIANTS["v2-small"].license == "Apache-2.0" and VARIANTS["v2-large"].license == "CC-BY-NC-4.0"
     assert VARIANTS["v2-metric-outdoor-base"].max_depth == 80.0
     assert len({v.local_name for v in VARIANTS.values() if v.local_name}) == sum(1 for v in VARIANTS.values() if v.local_name)
+
+
+@pytest.mark.parametrize("wanted", ["image", "da3", "vda"])
+def test_each_estimator_refuses_the_other_families_and_names_the_right_door(wanted, tmp_path, monkeypatch):
+    """One owner (weights.load_network) for the three estimators: a catalogue name of another family is refused before
+    any download, a built network of another family with the class, command and node that run it."""
+    from tiny_da3 import TINY_ANYVIEW
+    from tiny_vda import vda_config
+
+    from anydepth import AnyViewEstimator, DepthEstimator
+    from anydepth.models import ArchConfig, ModelConfig, create_model
+    from anydepth.video_model import VideoDepthEstimator
+    from anydepth.weights import ESTIMATOR_FAMILIES
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ANYDEPTH_MODELS", str(tmp_path))  # nothing on disk: a load attempt would fail differently
+    estimator = {"image": DepthEstimator, "da3": AnyViewEstimator, "vda": VideoDepthEstimator}[wanted]
+    names = {"image": "v2-small", "da3": "da3-small", "vda": "vda-small"}
+    nets = {"image": create_model(ModelConfig(ArchConfig(32, 4, 2, 8, (8, 8, 8, 8)), (0, 1, 2, 3))),
+            "da3": create_model(TINY_ANYVIEW), "vda": create_model(vda_config())}
+    for got in ("image", "da3", "vda"):
+        if got == wanted:
+            assert estimator(nets[got], dtype="fp32", device="cpu").model is nets[got]
+            continue
+        kind, cls, cli, node = ESTIMATOR_FAMILIES[got]
+        for model, what in ((names[got], names[got]), (nets[got], type(nets[got]).__name__)):
+            with pytest.raises(ValueError) as e:
+                estimator(model, dtype="fp32", device="cpu")
+            message = str(e.value)
+            assert message.startswith(f"{what} is {kind}, not ") and f"anydepth.{cls}" in message
+            assert f"`{cli}`" in message and node in message
+    with pytest.raises(ValueError, match="is not "):
+        estimator(torch.nn.Linear(2, 2), dtype="fp32", device="cpu")
