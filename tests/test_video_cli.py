@@ -257,6 +257,9 @@ def test_bad_inputs_are_one_line_errors(vda_file, clip_file, tmp_path, capsys):
     one_line_error(capsys, "does not exist")
     assert cli(vda_file, clip_file, tmp_path / "o6", "--max-frames", "0") == 1
     one_line_error(capsys, "max_frames must be a positive integer")
+    (tmp_path / "a_file").write_text("")
+    assert cli(vda_file, clip_file, tmp_path / "a_file" / "out") == 1  # refused before the model loads
+    one_line_error(capsys, "is a file, not a folder; choose another --out")
     assert cli(vda_file, clip_file, tmp_path / "o8", "--max-tokens", "-2") == 1
     one_line_error(capsys, "max_tokens")
     assert cli(vda_file, clip_file, tmp_path / "o9", "--max-tokens", "2", "--streaming") == 1

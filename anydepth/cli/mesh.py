@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = MeshOptions(stride=args.stride, discontinuity=args.discontinuity, conf_percentile=args.conf_percentile)
     common = dict(fov_degrees=args.fov, focal_px=args.focal, near=args.near, far=args.far, options=options)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    from ..batch import prepare_output_folder
+
+    out = prepare_output_folder(args.out)  # a file in the way or no permission: one line, before any work
     if len(args.inputs) == 1 and (Path(args.inputs[0]) / "cameras.json").is_file():
         return _scene(args, Path(args.inputs[0]), out, common)
     from ..export import load_depth

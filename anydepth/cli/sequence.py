@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from ..anyview import AnyViewEstimator
     from ..sequence import SequenceWriter, estimate_sequence, folder_frames, video_frames
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    from ..batch import prepare_output_folder
+
+    out = prepare_output_folder(args.out)  # a file in the way or no permission: one line, before any work
     if args.source.is_dir():
         paths, frames = folder_frames(args.source, step=args.step, limit=args.limit)
         total = len(paths)

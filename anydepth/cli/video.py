@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.colormap and args.format not in ("video", "control_png8"):
         raise ValueError("--colormap colours the depth video or 8-bit PNGs; add --format video or --format control_png8")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    from ..batch import prepare_output_folder
+
+    out = prepare_output_folder(args.out)  # a file in the way or no permission: one line, before any work
     settings = _settings(args)
     previous = _previous(out, settings, args.overwrite)
     if previous and previous.get("complete") and all((out / f).is_file() for f in previous.get("files", [])):
